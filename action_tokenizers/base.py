@@ -1,0 +1,372 @@
+"""The tokenizer contract every family implements, written once.
+
+A family (binning, FAST, VQ) subclasses :class:`ActionTokenizer` and implements four hooks on
+*normalized* chunks; this base owns everything else: input checks, the normalizer, strict and
+non-strict decoding with validity reporting, save/load as data files, and the Hub.
+
+Shapes: ``n`` chunks, ``h`` chunk length, ``d`` action dimension, ``t`` tokens.
+
+Saved directory (``save_pretrained``)::
+
+    config.json          {"tokenizer_class", "format_version", "config", "chunk_size", "action_dim",
+                          "vocab_size", "normalizer", "metrics"}
+    tensors.safetensors  normalizer arrays + the family's arrays
+    README.md            model card with measured figures and a usage snippet
+    (family files)       e.g. tokenizer.json (FAST's BPE), model.safetensors (VQ weights)
+
+Nothing is pickled and nothing from the directory is executed on load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from action_tokenizers.io import atomic_directory, read_json, write_json
+from action_tokenizers.normalize import Normalizer, check_mode
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+TENSORS_FILE = "tensors.safetensors"
+CARD_FILE = "README.md"
+
+TokenIds = Sequence[Sequence[int]] | Sequence[int] | np.ndarray
+
+
+class MalformedTokensError(ValueError):
+    """Raised by ``decode(strict=True)`` when a sequence cannot be decoded exactly."""
+
+
+@dataclass
+class TokenizerConfig:
+    """Fields every family shares. Families subclass this dataclass and add their own."""
+
+    normalization: str = "quantile"
+    """Normalizer mode: one of quantile, minmax, meanstd, identity."""
+    skip_dims: tuple[int, ...] = ()
+    """Action dimensions the normalizer leaves untouched (e.g. a binary gripper)."""
+
+    def __post_init__(self) -> None:
+        check_mode(self.normalization)
+        self.skip_dims = tuple(int(i) for i in self.skip_dims)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TokenizerConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {unknown}; valid: {sorted(names)}")
+        return cls(**data)
+
+
+@dataclass
+class Decoded:
+    """What a decode produced, beyond the actions: which sequences were malformed and why."""
+
+    actions: np.ndarray
+    """(n, h, d) float64 in raw action units; always finite."""
+    malformed: np.ndarray
+    """(n,) bool: True where the sequence was not a well-formed encoding."""
+    reasons: list[str]
+    """One message per sequence; empty string where well-formed."""
+
+    @property
+    def n_malformed(self) -> int:
+        return int(self.malformed.sum())
+
+
+class ActionTokenizer(ABC):
+    """Base class: ``fit``, ``encode``, ``decode``, ``vocab_size``, save/load/push.
+
+    Subclasses set ``config_class`` and implement ``_fit``, ``_encode``, ``_decode`` and
+    ``vocab_size`` on normalized chunks; optionally ``_tensors``/``_load_tensors`` (arrays in
+    ``tensors.safetensors``) and ``_save_files``/``_load_files`` (other data files).
+    """
+
+    config_class: ClassVar[type[TokenizerConfig]] = TokenizerConfig
+    family: ClassVar[str] = "base"
+
+    def __init__(self, config: TokenizerConfig | None = None, **kwargs: Any) -> None:
+        if config is None:
+            config = self.config_class(**kwargs)
+        elif kwargs:
+            config = dataclasses.replace(config, **kwargs)
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+        self.normalizer = Normalizer(mode=config.normalization, skip_dims=config.skip_dims)
+        self.chunk_size: int | None = None
+        self.action_dim: int | None = None
+        self.metrics: dict[str, Any] = {}
+        self._normalizer_from_stats = False
+
+    # ------------------------------------------------------------------ family hooks
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Number of local token ids: every id is in ``range(vocab_size)``."""
+
+    @property
+    def tokens_per_chunk(self) -> int | None:
+        """Fixed number of tokens per chunk, or None for variable-length families (FAST)."""
+        return None
+
+    @abstractmethod
+    def _fit(self, x: np.ndarray) -> None:
+        """Fit on normalized chunks ``x`` of shape (n, h, d)."""
+
+    @abstractmethod
+    def _encode(self, x: np.ndarray) -> list[list[int]]:
+        """Encode normalized chunks (n, h, d) into one id list per chunk."""
+
+    @abstractmethod
+    def _decode(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Decode id sequences into normalized chunks.
+
+        ``seqs`` are int64 arrays whose values are clamped to ``[-1, vocab_size]`` (so -1 and
+        ``vocab_size`` stand for any id out of range; the base has already flagged those).
+        Returns ``(x (n, h, d) finite, malformed (n,) bool, reasons)``; must never raise.
+        """
+
+    def _tensors(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _load_tensors(self, tensors: dict[str, np.ndarray]) -> None:
+        pass
+
+    def _save_files(self, directory: Path) -> None:
+        pass
+
+    def _load_files(self, directory: Path) -> None:
+        pass
+
+    def _fit_state(self) -> dict[str, Any]:
+        """JSON-able fitted state beyond the config (saved in config.json under ``state``)."""
+        return {}
+
+    def _load_fit_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def is_fitted(self) -> bool:
+        return self.chunk_size is not None
+
+    def fit(self, chunks: np.ndarray) -> "ActionTokenizer":
+        """Fit the normalizer and the family on raw chunks ``(n, h, d)``; returns ``self``."""
+        x = self._check_chunks(chunks, fitting=True)
+        if x.shape[0] == 0:
+            raise ValueError("cannot fit a tokenizer on zero chunks: the dataset or selection is empty")
+        self.chunk_size, self.action_dim = int(x.shape[1]), int(x.shape[2])
+        if not self._normalizer_from_stats:
+            self.normalizer.fit(x)
+        try:
+            self._fit(self.normalizer.normalize(x))
+        except BaseException:
+            self.chunk_size = self.action_dim = None
+            raise
+        return self
+
+    def fit_normalizer_from_stats(self, stats: dict, key: str = "action") -> "ActionTokenizer":
+        """Use a dataset's ``meta/stats.json`` for normalization; a later ``fit`` keeps it."""
+        self.normalizer.from_stats(stats, key)
+        self._normalizer_from_stats = True
+        return self
+
+    def encode(self, chunks: np.ndarray) -> list[list[int]] | list[int]:
+        """Raw chunks ``(n, h, d)`` -> one id list per chunk; a single ``(h, d)`` chunk -> one list."""
+        self._require_fitted()
+        single = np.ndim(chunks) == 2
+        x = self._check_chunks(chunks[None] if single else chunks)
+        ids = self._encode(self.normalizer.normalize(x))
+        return ids[0] if single else ids
+
+    def decode(self, tokens: TokenIds, strict: bool = False) -> np.ndarray:
+        """Id lists -> raw chunks ``(n, h, d)`` (a single flat list -> ``(h, d)``).
+
+        Non-strict (default): never raises on integer input; malformed sequences decode to the
+        best available chunk (see :meth:`decode_with_report` for which ones). ``strict=True``
+        raises :class:`MalformedTokensError` instead.
+        """
+        single = _is_single_sequence(tokens)
+        report = self.decode_with_report([tokens] if single else tokens)
+        if strict and report.n_malformed:
+            bad = [f"sequence {i}: {r}" for i, r in enumerate(report.reasons) if r][:5]
+            raise MalformedTokensError(
+                f"{report.n_malformed} of {len(report.reasons)} sequences are malformed: " + "; ".join(bad)
+            )
+        return report.actions[0] if single else report.actions
+
+    def decode_with_report(self, tokens: TokenIds) -> Decoded:
+        """Decode a batch of id lists and say which were malformed (never raises on ints)."""
+        self._require_fitted()
+        seqs, out_of_range = self._check_tokens(tokens)
+        if not seqs:
+            empty = np.zeros((0, self.chunk_size, self.action_dim))
+            return Decoded(empty, np.zeros(0, dtype=bool), [])
+        x, malformed, reasons = self._decode(seqs)
+        malformed = np.asarray(malformed, dtype=bool) | (np.asarray(out_of_range) != "")
+        reasons = [_join(a, b) for a, b in zip(out_of_range, reasons)]
+        x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=1.0, neginf=-1.0)
+        return Decoded(self.normalizer.unnormalize(x), malformed, reasons)
+
+    # ------------------------------------------------------------------ checks
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(chunks) or from_pretrained(dir)")
+
+    def _check_chunks(self, chunks: np.ndarray, fitting: bool = False) -> np.ndarray:
+        try:
+            x = np.asarray(chunks, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"chunks must be a float array of shape (n, h, d): {e}") from e
+        if x.ndim != 3:
+            raise ValueError(f"chunks must have shape (n, h, d) (or (h, d) for one chunk), got shape {x.shape}")
+        if not fitting:
+            expected = (self.chunk_size, self.action_dim)
+            if x.shape[1:] != expected:
+                raise ValueError(
+                    f"tokenizer was fitted on chunks of (h, d) = {expected}, got {x.shape[1:]} "
+                    f"(chunk length {x.shape[1]}, action dimension {x.shape[2]})"
+                )
+        if not np.all(np.isfinite(x)):
+            bad = np.argwhere(~np.isfinite(x))[0]
+            raise ValueError(f"chunks contain NaN or inf (first at index {tuple(int(i) for i in bad)}): clean the actions first")
+        return x
+
+    def _check_tokens(self, tokens: TokenIds) -> tuple[list[np.ndarray], list[str]]:
+        if isinstance(tokens, np.ndarray):
+            if tokens.ndim != 2:
+                raise ValueError(f"token array must be 2-D (n, t), got shape {tokens.shape}")
+            tokens = tokens.tolist()
+        v = self.vocab_size
+        seqs, out_of_range = [], []
+        for i, seq in enumerate(tokens):
+            if isinstance(seq, np.ndarray):
+                seq = seq.tolist()
+            if isinstance(seq, (str, bytes)) or not hasattr(seq, "__iter__"):
+                raise TypeError(f"sequence {i} must be a list of ints, got {type(seq).__name__}")
+            ints = []
+            for tok in seq:
+                if isinstance(tok, (bool, np.bool_)) or not isinstance(tok, (int, np.integer)):
+                    raise TypeError(f"sequence {i} holds {tok!r} ({type(tok).__name__}); token ids must be ints")
+                ints.append(min(max(int(tok), -1), v))
+            arr = np.asarray(ints, dtype=np.int64)
+            bad = arr[(arr < 0) | (arr >= v)]
+            seqs.append(arr)
+            out_of_range.append(f"{bad.size} id(s) outside [0, {v})" if bad.size else "")
+        return seqs, out_of_range
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write config.json, tensors.safetensors, family files and a model card, atomically."""
+        from safetensors.numpy import save_file
+
+        self._require_fitted()
+        directory = Path(directory)
+        with atomic_directory(directory) as tmp:
+            tensors = {**self.normalizer.tensors(), **self._tensors()}
+            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / TENSORS_FILE))
+            self._save_files(tmp)
+            write_json(tmp / CONFIG_FILE, self._saved_config())
+            (tmp / CARD_FILE).write_text(self.model_card())
+        return directory
+
+    def _saved_config(self) -> dict[str, Any]:
+        return {
+            "tokenizer_class": type(self).__name__,
+            "family": self.family,
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "chunk_size": self.chunk_size,
+            "action_dim": self.action_dim,
+            "vocab_size": self.vocab_size,
+            "tokens_per_chunk": self.tokens_per_chunk,
+            "normalizer": self.normalizer.config(),
+            "state": self._fit_state(),
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | Path, revision: str | None = None) -> "ActionTokenizer":
+        """Load from a local directory or a Hub repo id (downloaded data files only)."""
+        from action_tokenizers.hub import resolve_directory
+
+        directory = resolve_directory(path_or_repo_id, revision=revision)
+        return cls._from_directory(directory)
+
+    @classmethod
+    def _from_directory(cls, directory: Path) -> "ActionTokenizer":
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        saved = read_json(directory / CONFIG_FILE, what="tokenizer config")
+        name = saved.get("tokenizer_class")
+        if name != cls.__name__ and cls is not ActionTokenizer:
+            raise ValueError(f"{directory} holds a {name}, not a {cls.__name__}; use AutoActionTokenizer")
+        missing = [k for k in ("config", "chunk_size", "action_dim", "normalizer") if k not in saved]
+        if missing:
+            raise ValueError(f"{directory / CONFIG_FILE} is incomplete: missing {missing}")
+        if saved.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"{directory} was written by a newer version (format {saved['format_version']})")
+        tok = cls(cls.config_class.from_dict(saved["config"]))
+        tensors_path = directory / TENSORS_FILE
+        if not tensors_path.is_file():
+            raise FileNotFoundError(f"{tensors_path} is missing: the tokenizer directory is incomplete")
+        try:
+            tensors = load_file(str(tensors_path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ValueError(f"{tensors_path} is corrupted or not a safetensors file: {e}") from e
+        tok.normalizer = Normalizer.from_saved(saved["normalizer"], tensors)
+        tok.chunk_size, tok.action_dim = int(saved["chunk_size"]), int(saved["action_dim"])
+        tok.metrics = saved.get("metrics", {})
+        tok._load_fit_state(saved.get("state", {}))
+        tok._load_tensors(tensors)
+        tok._load_files(directory)
+        if saved.get("vocab_size") is not None and saved["vocab_size"] != tok.vocab_size:
+            raise ValueError(
+                f"{directory / CONFIG_FILE} says vocab_size {saved['vocab_size']} but the files give {tok.vocab_size}"
+            )
+        return tok
+
+    def push_to_hub(self, repo_id: str, private: bool = False, token: str | None = None,
+                    commit_message: str = "Upload action tokenizer") -> str:
+        """Save to a temp directory and upload it as a Hub model repo; returns the commit URL."""
+        from action_tokenizers.hub import push_directory
+
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(Path(tmp) / "tok")
+            return push_directory(Path(tmp) / "tok", repo_id, private=private, token=token,
+                                  commit_message=commit_message)
+
+    # ------------------------------------------------------------------ model card
+    def model_card(self) -> str:
+        from action_tokenizers.card import tokenizer_card
+
+        return tokenizer_card(self)
+
+    def __repr__(self) -> str:
+        shape = f"h={self.chunk_size}, d={self.action_dim}, vocab={self.vocab_size}" if self.is_fitted else "unfitted"
+        return f"{type(self).__name__}({self.config}, {shape})"
+
+
+def _is_single_sequence(tokens: TokenIds) -> bool:
+    if isinstance(tokens, np.ndarray):
+        return tokens.ndim == 1
+    if isinstance(tokens, (list, tuple)):
+        return len(tokens) > 0 and isinstance(tokens[0], (int, np.integer))
+    return False
+
+
+def _join(a: str, b: str) -> str:
+    return "; ".join(s for s in (a, b) if s)

@@ -1,0 +1,44 @@
+"""Hugging Face Hub I/O: resolve a local directory or repo id, and upload a saved directory.
+
+Only data files are fetched (JSON, safetensors, ``tokenizer.json``, the model card); nothing
+from a repo is imported or executed. Tests fake the Hub at the HTTP-client boundary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.md", "bpe_tokenizer/*.json"]
+
+
+def resolve_directory(path_or_repo_id: str | Path, revision: str | None = None) -> Path:
+    """A local directory as is; otherwise download a Hub repo's data files and return the snapshot."""
+    path = Path(path_or_repo_id)
+    if path.is_dir():
+        return path
+    text = str(path_or_repo_id)
+    if path.exists():
+        raise NotADirectoryError(f"{text} is a file; expected a tokenizer directory or a Hub repo id")
+    if text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise FileNotFoundError(f"{text} is neither an existing directory nor a Hub repo id of the form 'owner/name'")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(text, revision=revision, allow_patterns=ALLOW_PATTERNS))
+    except RepositoryNotFoundError as e:
+        raise FileNotFoundError(f"Hub repo {text!r} not found (and no local directory of that name)") from e
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        raise ConnectionError(f"could not fetch {text!r} from the Hub (offline? set HF_HUB_OFFLINE=0): {e}") from e
+
+
+def push_directory(directory: Path, repo_id: str, private: bool = False, token: str | None = None,
+                   commit_message: str = "Upload action tokenizer") -> str:
+    """Create ``repo_id`` if needed and upload every file of ``directory``; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    info = api.upload_folder(folder_path=str(directory), repo_id=repo_id, repo_type="model",
+                             commit_message=commit_message)
+    return str(getattr(info, "commit_url", info))
