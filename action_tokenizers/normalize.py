@@ -23,7 +23,11 @@ from pathlib import Path
 import numpy as np
 
 MODES = ("quantile", "minmax", "meanstd", "identity")
-_EPS = 1e-8
+_EPS = 1e-6  # scale floor, relative to the value's magnitude: a constant dimension stays invertible in float64
+
+
+def _floor(scale: np.ndarray, center: np.ndarray) -> np.ndarray:
+    return np.maximum(scale, _EPS * np.maximum(1.0, np.abs(center)))
 
 
 def check_mode(mode: str) -> str:
@@ -76,7 +80,8 @@ class Normalizer:
         elif self.mode == "minmax":
             self._set_range(x.min(axis=0), x.max(axis=0))
         elif self.mode == "meanstd":
-            self.center, self.scale = x.mean(axis=0), np.maximum(x.std(axis=0), _EPS)
+            self.center = x.mean(axis=0)
+            self.scale = _floor(x.std(axis=0), self.center)
         else:  # identity
             self.center, self.scale = np.zeros(d), np.ones(d)
         self._set_mask(d)
@@ -99,7 +104,7 @@ class Normalizer:
                 )
             a, b = (np.asarray(entry[k], dtype=np.float64).ravel() for k in need)
             if self.mode == "meanstd":
-                self.center, self.scale = a, np.maximum(b, _EPS)
+                self.center, self.scale = a, _floor(b, a)
             else:
                 self._set_range(a, b)
         self._set_mask(self.center.shape[0])
@@ -107,7 +112,7 @@ class Normalizer:
 
     def _set_range(self, lo: np.ndarray, hi: np.ndarray) -> None:
         self.center = (hi + lo) / 2.0
-        self.scale = np.maximum((hi - lo) / 2.0, _EPS)
+        self.scale = _floor((hi - lo) / 2.0, self.center)
 
     def _set_mask(self, d: int) -> None:
         bad = [i for i in self.skip_dims if not -d <= i < d]

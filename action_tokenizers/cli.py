@@ -1,0 +1,188 @@
+"""Library-level commands: ``fit`` a tokenizer on a LeRobot dataset and ``inspect`` a saved one.
+
+Usage::
+
+    action-tokenizers fit --dataset ../shared/data/so101_record_test --tokenizer binning --chunk-size 10 --out runs/so101-binning
+    action-tokenizers inspect --tokenizer runs/so101-binning/tokenizer --dataset ../shared/data/so101_record_test
+
+``fit`` writes ``OUT/tokenizer/`` (the saved tokenizer, ready for ``from_pretrained`` or
+``push_to_hub``) and ``OUT/report/`` (report.json, report.md, PNG plots) in one atomic step.
+Family options are nested: ``--binning.n-bins 128``, ``--fast.scale 10``, ``--vq.quantizer fsq``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from action_tokenizers.auto import FAMILIES, AutoActionTokenizer, tokenizer_class
+from action_tokenizers.base import ActionTokenizer, TokenizerConfig
+from action_tokenizers.binning import BinningConfig
+from action_tokenizers.io import atomic_directory, write_json
+
+
+def _family_configs() -> dict[str, type[TokenizerConfig]]:
+    """Config dataclass per family that imports here (FAST and VQ load their heavy parts lazily)."""
+    configs: dict[str, type[TokenizerConfig]] = {"binning": BinningConfig}
+    for family, module, name in (("fast", "action_tokenizers.fast", "FASTConfig"), ("vq", "action_tokenizers.vq", "VQConfig")):
+        try:
+            configs[family] = getattr(__import__(module, fromlist=[name]), name)
+        except ImportError:
+            pass
+    return configs
+
+
+_CONFIGS = _family_configs()
+
+
+@dataclass
+class DataArgs:
+    """Which chunks to read from a LeRobot v3 dataset."""
+
+    dataset: str = ""
+    """LeRobot v3 dataset: a local root or a Hub repo id."""
+    action_key: str = "action"
+    """Feature holding the actions (some datasets use 'actions')."""
+    chunk_size: int = 10
+    """Chunk length h in steps."""
+    stride: int = 1
+    """Frames between the starts of consecutive chunks."""
+    eval_fraction: float = 0.1
+    """Share of episodes held out for the report (0 measures on the training chunks)."""
+    seed: int = 0
+    """Seed for the episode split and the report's random corruptions."""
+
+
+@dataclass
+class FitConfig(DataArgs):
+    """Fit one tokenizer family on a dataset and write the tokenizer plus its report."""
+
+    tokenizer: str = "binning"
+    """Family: binning, fast or vq."""
+    out: Path = Path("runs/tokenizer")
+    """Output directory: OUT/tokenizer (saved tokenizer) and OUT/report."""
+    normalizer_from_stats: bool = False
+    """Take the normalizer from the dataset's meta/stats.json instead of fitting it."""
+    sweep: bool = True
+    """Also sweep the family's settings for the rate-distortion plot."""
+    progress: bool = True
+    """Show progress bars."""
+    binning: BinningConfig = field(default_factory=BinningConfig)
+    if "fast" in _CONFIGS:
+        fast: _CONFIGS["fast"] = field(default_factory=_CONFIGS["fast"])  # type: ignore[valid-type]
+    if "vq" in _CONFIGS:
+        vq: _CONFIGS["vq"] = field(default_factory=_CONFIGS["vq"])  # type: ignore[valid-type]
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in FAMILIES:
+            raise ValueError(f"--tokenizer must be one of {sorted(FAMILIES)}, got {self.tokenizer!r}")
+        if self.tokenizer not in _CONFIGS:
+            raise ValueError(f"tokenizer family {self.tokenizer!r} is not available in this installation")
+        if not self.dataset:
+            raise ValueError("--dataset is required (a LeRobot v3 dataset root or Hub repo id)")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
+
+    def family_config(self) -> TokenizerConfig:
+        return getattr(self, self.tokenizer)
+
+
+@dataclass
+class InspectConfig(DataArgs):
+    """Measure a saved tokenizer on a dataset and write the report."""
+
+    tokenizer: str = ""
+    """Saved tokenizer directory (or Hub repo id); a fit output directory works too."""
+    out: Path | None = None
+    """Report directory (default: TOKENIZER/../report-inspect or ./report)."""
+    progress: bool = True
+    """Show progress bars."""
+
+
+@dataclass
+class SplitChunks:
+    train: np.ndarray
+    test: np.ndarray
+    action_names: list[str] | None
+    stats: dict
+    note: str
+
+
+def split_chunks(args: DataArgs) -> SplitChunks:
+    """Load chunks and split them by episode (never within an episode) into train and held-out."""
+    from action_tokenizers.data import load_chunks
+
+    cs = load_chunks(args.dataset, chunk_size=args.chunk_size, stride=args.stride, action_key=args.action_key, pad="drop")
+    episodes = np.unique(cs.episode_index)
+    n_test = int(np.ceil(args.eval_fraction * len(episodes))) if args.eval_fraction > 0 else 0
+    if n_test == 0 or len(episodes) < 2:
+        note = "measured on the training chunks (fewer than 2 episodes or --eval-fraction 0)"
+        return SplitChunks(cs.actions, cs.actions, cs.action_names, cs.stats, note)
+    held = np.random.default_rng(args.seed).choice(episodes, size=n_test, replace=False)
+    is_test = np.isin(cs.episode_index, held)
+    note = f"measured on {n_test} held-out episode(s) of {len(episodes)}: {sorted(int(e) for e in held)}"
+    return SplitChunks(cs.actions[~is_test], cs.actions[is_test], cs.action_names, cs.stats, note)
+
+
+def build_tokenizer(family: str, config: TokenizerConfig) -> ActionTokenizer:
+    return tokenizer_class(family)(config)
+
+
+def fit_tokenizer(tok: ActionTokenizer, train: np.ndarray, stats: dict | None = None,
+                  action_key: str = "action") -> float:
+    """Fit (optionally with the dataset's stats as normalizer); returns the seconds taken."""
+    if stats is not None:
+        tok.fit_normalizer_from_stats(stats, action_key)
+    start = time.perf_counter()
+    tok.fit(train)
+    return time.perf_counter() - start
+
+
+def run_fit(cfg: FitConfig) -> Path:
+    """Fit, measure and save atomically: ``OUT/tokenizer`` and ``OUT/report``."""
+    from action_tokenizers.report import default_sweep, write_report
+
+    data = split_chunks(cfg)
+    tok = build_tokenizer(cfg.tokenizer, cfg.family_config())
+    seconds = fit_tokenizer(tok, data.train, data.stats if cfg.normalizer_from_stats else None, cfg.action_key)
+    with atomic_directory(cfg.out) as tmp:
+        report = write_report(tmp / "report", [(cfg.tokenizer, tok)], data.test, train=data.train,
+                              fit_seconds={cfg.tokenizer: seconds},
+                              sweep=default_sweep((cfg.tokenizer,)) if cfg.sweep else None,
+                              action_names=data.action_names,
+                              title=f"{cfg.tokenizer} tokenizer on {cfg.dataset} ({data.note})",
+                              progress=cfg.progress)
+        tok.save_pretrained(tmp / "tokenizer")
+        write_json(tmp / "fit_config.json", dataclasses.asdict(cfg))
+    print(report.table())
+    print(f"\ntokenizer: {cfg.out / 'tokenizer'}\nreport:    {cfg.out / 'report' / 'report.md'}")
+    return cfg.out
+
+
+def resolve_tokenizer_dir(path: str) -> str:
+    """Accept a fit output directory (with a tokenizer/ subfolder) where a tokenizer directory is expected."""
+    p = Path(path)
+    if p.is_dir() and not (p / "config.json").exists() and (p / "tokenizer" / "config.json").exists():
+        return str(p / "tokenizer")
+    return path
+
+
+def run_inspect(cfg: InspectConfig) -> Path:
+    """Measure a saved tokenizer on a dataset's chunks (its own chunk size) and write the report."""
+    from action_tokenizers.report import write_report
+
+    if not cfg.tokenizer:
+        raise ValueError("--tokenizer is required (a saved tokenizer directory or Hub repo id)")
+    tok = AutoActionTokenizer.from_pretrained(resolve_tokenizer_dir(cfg.tokenizer))
+    args = dataclasses.replace(cfg, chunk_size=tok.chunk_size, eval_fraction=0.0)
+    data = split_chunks(args)
+    out = cfg.out or (Path(cfg.tokenizer).parent / "report-inspect" if Path(cfg.tokenizer).is_dir() else Path("report"))
+    report = write_report(out, [(tok.family, tok)], data.test, action_names=data.action_names,
+                          title=f"{type(tok).__name__} on {cfg.dataset}", progress=cfg.progress)
+    print(report.table())
+    print(f"\nreport: {out / 'report.md'}")
+    return out

@@ -1,0 +1,358 @@
+"""Read a LeRobot v3 dataset into action chunks ``(n, h, d)`` or whole episodes, without videos.
+
+Why not ``LeRobotDataset(...)[i]``: indexing decodes every camera of a frame, and the constructor
+wants the video files on disk (it tries to download them when they are missing). Tokenizers only
+need the numeric columns, so a local root is read with LeRobot's own pieces instead:
+``LeRobotDatasetMetadata`` for ``meta/`` and ``io_utils.load_nested_dataset`` for the parquet
+frames (memory-mapped Arrow, episode filter pushed down), then only the requested columns are
+pulled out of the Arrow table. A Hub id (``owner/name`` that is not a local directory) goes through
+``LeRobotDataset(repo_id, download_videos=False)``, which fetches ``meta/`` and ``data/`` only.
+
+Usage::
+
+    cs = load_chunks("../shared/data/so101_record_test", chunk_size=10, state_key="observation.state")
+    cs.actions.shape  # (n, 10, 6) float64, raw units; chunks never cross an episode boundary
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from action_tokenizers.io import read_json
+
+__all__ = ["ChunkSet", "EpisodeData", "PAD_MODES", "load_chunks", "load_episodes"]
+
+PAD_MODES = ("drop", "last")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_NUMERIC_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
+
+
+@dataclass
+class EpisodeData:
+    """One episode: ``arrays[key]`` is ``(T, k)`` float64 in frame order; ``task`` its first frame's task."""
+
+    index: int
+    arrays: dict[str, np.ndarray]
+    task: str | None = None
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values()))) if self.arrays else 0
+
+
+@dataclass
+class ChunkSet:
+    """Action chunks cut from episodes, with where each came from.
+
+    ``mask[i, j]`` is False where step j of chunk i lies past its episode's end and repeats the
+    episode's last action (only with ``pad="last"``); ``frame_index`` is the chunk's first frame.
+    """
+
+    actions: np.ndarray  # (n, h, d) float64, raw units
+    mask: np.ndarray  # (n, h) bool
+    episode_index: np.ndarray  # (n,) int64
+    frame_index: np.ndarray  # (n,) int64
+    fps: float
+    states: np.ndarray | None = None  # (n, s) float64, state at each chunk's first frame
+    tasks: list[str] | None = None  # n task strings
+    action_names: list[str] | None = None
+    stats: dict[str, Any] | None = None  # the dataset's meta/stats.json, or {}
+
+    def __post_init__(self) -> None:
+        n = self.actions.shape[0]
+        if self.actions.ndim != 3 or self.mask.shape != self.actions.shape[:2]:
+            raise ValueError(f"actions must be (n, h, d) with mask (n, h); got {self.actions.shape}, {self.mask.shape}")
+        for name in ("episode_index", "frame_index"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},), got {getattr(self, name).shape}")
+        if self.states is not None and self.states.shape[0] != n:
+            raise ValueError(f"states must have {n} rows, got {self.states.shape}")
+        if self.tasks is not None and len(self.tasks) != n:
+            raise ValueError(f"tasks must have {n} entries, got {len(self.tasks)}")
+        if self.stats is None:
+            self.stats = {}
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.actions.shape[1])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.actions.shape[2])
+
+
+# --------------------------------------------------------------------------- public entry points
+def load_chunks(
+    dataset: str | Path,
+    chunk_size: int = 10,
+    stride: int = 1,
+    action_key: str = "action",
+    pad: str = "drop",
+    state_key: str | None = None,
+    with_tasks: bool = False,
+    episodes: list[int] | None = None,
+) -> ChunkSet:
+    """Cut every episode into chunks of ``chunk_size`` consecutive actions, one per ``stride`` frames.
+
+    ``pad="drop"`` keeps only chunks that fit inside their episode; ``pad="last"`` starts a chunk at
+    every ``stride``-th frame and fills the tail with the episode's last action (mask False).
+    """
+    if chunk_size < 1 or stride < 1:
+        raise ValueError(f"chunk_size and stride must be >= 1, got chunk_size={chunk_size}, stride={stride}")
+    if pad not in PAD_MODES:
+        raise ValueError(f"pad must be one of {PAD_MODES}, got {pad!r}")
+    keys = (action_key,) if state_key is None else (action_key, state_key)
+    source = _open(dataset, keys, episodes)
+    eps = source.episodes(with_tasks)
+    pieces = [_chunk_episode(ep, action_key, state_key, chunk_size, stride, pad) for ep in eps]
+    pieces = [p for p in pieces if p is not None]
+    if with_tasks:  # the task of each chunk's first frame (a task may change within an episode)
+        for p in pieces:
+            frame_tasks = source.frame_tasks[int(p["episode_index"][0])]
+            p["tasks"] = [frame_tasks[i] for i in p["frame_index"].tolist()]
+    if not pieces:
+        longest = max(len(ep) for ep in eps)
+        raise ValueError(
+            f"no chunk of {chunk_size} actions fits in any episode of {source.name} with pad='drop' "
+            f"(longest episode: {longest} frames); use a smaller --chunk-size or pad='last'"
+        )
+    tasks = [t for p in pieces for t in p["tasks"]] if with_tasks else None
+    return ChunkSet(
+        actions=np.concatenate([p["actions"] for p in pieces]),
+        mask=np.concatenate([p["mask"] for p in pieces]),
+        episode_index=np.concatenate([p["episode_index"] for p in pieces]),
+        frame_index=np.concatenate([p["frame_index"] for p in pieces]),
+        states=np.concatenate([p["states"] for p in pieces]) if state_key is not None else None,
+        tasks=tasks,
+        fps=source.fps,
+        action_names=source.names(action_key),
+        stats=source.stats(),
+    )
+
+
+def load_episodes(
+    dataset: str | Path,
+    keys: tuple[str, ...] | list[str] = ("action", "observation.state"),
+    with_tasks: bool = True,
+    episodes: list[int] | None = None,
+) -> list[EpisodeData]:
+    """Every selected episode as ``(T, k)`` float64 arrays per key, in episode order."""
+    if not keys:
+        raise ValueError("keys must name at least one feature, e.g. ('action',)")
+    return _open(dataset, tuple(keys), episodes).episodes(with_tasks)
+
+
+# --------------------------------------------------------------------------- chunking
+def _chunk_episode(
+    ep: EpisodeData, action_key: str, state_key: str | None, h: int, stride: int, pad: str
+) -> dict[str, Any] | None:
+    """Chunks of one episode (or None when none fits): index arithmetic, no copies per chunk."""
+    actions = ep.arrays[action_key]  # (T, d)
+    t = actions.shape[0]
+    last_start = t - h if pad == "drop" else t - 1
+    if last_start < 0:
+        return None
+    starts = np.arange(0, last_start + 1, stride, dtype=np.int64)  # (n,)
+    steps = starts[:, None] + np.arange(h, dtype=np.int64)[None, :]  # (n, h)
+    mask = steps < t
+    return {
+        "actions": actions[np.minimum(steps, t - 1)],  # (n, h, d)
+        "mask": mask,
+        "episode_index": np.full(len(starts), ep.index, dtype=np.int64),
+        "frame_index": starts,
+        "states": ep.arrays[state_key][starts] if state_key is not None else None,
+    }
+
+
+# --------------------------------------------------------------------------- reading
+class _Source:
+    """The numeric columns of one LeRobot v3 dataset, plus its metadata."""
+
+    def __init__(self, name: str, meta: Any, table: Any, keys: tuple[str, ...], stats_path: Path) -> None:
+        self.name, self.meta, self.table, self.keys, self._stats_path = name, meta, table, keys, stats_path
+        self.frame_tasks: dict[int, list[str]] = {}  # filled by episodes(with_tasks=True)
+
+    @property
+    def fps(self) -> float:
+        return float(self.meta.fps)
+
+    def names(self, key: str) -> list[str] | None:
+        """Per-dimension names from info.json (a list, or LeRobot's older ``{"motors": [...]}`` form)."""
+        names = self.meta.features[key].get("names")
+        if isinstance(names, dict) and len(names) == 1:
+            names = next(iter(names.values()))
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            return list(names)
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        return read_json(self._stats_path, "stats file") if self._stats_path.is_file() else {}
+
+    def episodes(self, with_tasks: bool) -> list[EpisodeData]:
+        """Split the frame table into episodes (sorted by episode, then frame) and check for NaN."""
+        ep_col = _column(self.table, "episode_index").astype(np.int64).reshape(-1)
+        fr_col = _column(self.table, "frame_index").astype(np.int64).reshape(-1)
+        if ep_col.size == 0:
+            raise ValueError(f"{self.name} has no frames (no episodes selected or an empty dataset)")
+        order = np.lexsort((fr_col, ep_col))
+        ep_col, fr_col = ep_col[order], fr_col[order]
+        columns = {k: _column(self.table, k).astype(np.float64).reshape(len(order), -1)[order] for k in self.keys}
+        task_col = _column(self.table, "task_index").astype(np.int64).reshape(-1)[order] if with_tasks else None
+        task_names = self._task_names() if with_tasks else {}
+        ids, starts = np.unique(ep_col, return_index=True)
+        ends = np.append(starts[1:], len(ep_col))
+        out = []
+        for idx, a, b in zip(ids.tolist(), starts.tolist(), ends.tolist(), strict=True):
+            arrays = {k: v[a:b] for k, v in columns.items()}
+            for k, v in arrays.items():
+                _check_finite(v, k, idx, fr_col[a:b], self.name)
+            task = None
+            if task_col is not None:
+                self.frame_tasks[int(idx)] = [task_names.get(int(i), "") for i in task_col[a:b].tolist()]
+                task = self.frame_tasks[int(idx)][0]
+            out.append(EpisodeData(index=int(idx), arrays=arrays, task=task))
+        return out
+
+    def _task_names(self) -> dict[int, str]:
+        tasks = self.meta.tasks
+        if tasks is None:
+            return {}
+        return {int(i): str(name) for name, i in zip(tasks.index, tasks["task_index"], strict=True)}
+
+
+def _open(dataset: str | Path, keys: tuple[str, ...], episodes: list[int] | None) -> _Source:
+    """Resolve a local root or a Hub id, check the keys, and load only the frames of ``episodes``."""
+    path = Path(dataset).expanduser()
+    if path.exists():
+        root = _check_root(path)
+        meta = _local_metadata(root)
+        _check_keys(meta.features, keys, str(root))
+        episodes = _check_episodes(meta, episodes, str(root))
+        table = _local_frames(root, meta, episodes)
+    elif isinstance(dataset, str) and _HUB_ID.match(dataset):
+        meta, table = _hub_frames(dataset, keys, episodes)
+        root = Path(meta.root)
+    else:
+        raise FileNotFoundError(
+            f"dataset {str(dataset)!r} is neither an existing directory nor a Hub id 'owner/name'; "
+            "pass the root of a LeRobot v3 dataset (the folder holding meta/info.json)"
+        )
+    wanted = [*keys, "episode_index", "frame_index", "task_index"]
+    table = table.select([c for c in dict.fromkeys(wanted) if c in table.column_names])
+    return _Source(str(dataset), meta, table, keys, root / "meta" / "stats.json")
+
+
+def _check_root(root: Path) -> Path:
+    """A clear error for anything that is not a LeRobot v3 root, before LeRobot tries the Hub."""
+    info_path = root / "meta" / "info.json"
+    if not info_path.is_file():
+        raise ValueError(
+            f"{root} is not a LeRobot v3 dataset: {info_path} is missing "
+            "(expected meta/info.json, meta/episodes/, meta/tasks.parquet and data/)"
+        )
+    version = str(read_json(info_path, "dataset info").get("codebase_version", "<missing>"))
+    if not version.startswith("v3."):
+        raise ValueError(
+            f"{root} is a LeRobot dataset of codebase_version {version!r}, expected v3.x; convert it with "
+            "`python -m lerobot.scripts.convert_dataset_v21_to_v30 --repo-id=...` (lerobot>=0.4)"
+        )
+    return root
+
+
+def _local_metadata(root: Path) -> Any:
+    from lerobot.datasets import LeRobotDatasetMetadata
+
+    try:
+        return LeRobotDatasetMetadata(f"local/{root.name}", root=root)
+    except (FileNotFoundError, NotADirectoryError) as e:
+        raise ValueError(f"{root} has meta/info.json but its metadata is incomplete: {e}") from e
+
+
+def _local_frames(root: Path, meta: Any, episodes: list[int] | None) -> Any:
+    """LeRobot's own parquet loader (memory-mapped Arrow); video columns are not in parquet at all."""
+    from lerobot.datasets.feature_utils import get_hf_features_from_features
+    from lerobot.datasets.io_utils import load_nested_dataset
+
+    try:
+        ds = load_nested_dataset(root / "data", features=get_hf_features_from_features(meta.features), episodes=episodes)
+    except FileNotFoundError as e:
+        raise ValueError(f"{root} has no frames: {e}") from e
+    return ds.data.table if hasattr(ds.data, "table") else ds.data
+
+
+def _hub_frames(repo_id: str, keys: tuple[str, ...], episodes: list[int] | None) -> tuple[Any, Any]:
+    """Fetch ``meta/`` and ``data/`` (never videos) from the Hub through LeRobotDataset."""
+    from lerobot.datasets import LeRobotDataset, LeRobotDatasetMetadata
+
+    try:
+        meta = LeRobotDatasetMetadata(repo_id)
+        _check_keys(meta.features, keys, repo_id)
+        episodes = _check_episodes(meta, episodes, repo_id)
+        ds = LeRobotDataset(repo_id, episodes=episodes, download_videos=False)
+    except ValueError:
+        raise
+    except Exception as e:  # offline, missing repo, auth: say what was tried
+        raise FileNotFoundError(
+            f"{repo_id!r} is not a local directory and could not be read from the Hugging Face Hub "
+            f"({type(e).__name__}: {e}); pass the local root of a LeRobot v3 dataset instead"
+        ) from e
+    data = ds.hf_dataset.data
+    return ds.meta, (data.table if hasattr(data, "table") else data)
+
+
+def _check_keys(features: dict[str, dict], keys: tuple[str, ...], name: str) -> None:
+    numeric = [k for k, ft in features.items() if ft.get("dtype") in _NUMERIC_DTYPES]
+    for key in keys:
+        if key not in features:
+            hint = " (LeRobot datasets ported from other formats often use --action-key actions)" if key == "action" else ""
+            raise ValueError(f"feature {key!r} not in {name}; available numeric features: {numeric}{hint}")
+        ft = features[key]
+        if ft.get("dtype") not in _NUMERIC_DTYPES or len(ft.get("shape", ())) != 1:
+            raise ValueError(
+                f"feature {key!r} of {name} is {ft.get('dtype')} with shape {ft.get('shape')}; expected a numeric "
+                f"vector such as {numeric}"
+            )
+
+
+def _check_episodes(meta: Any, episodes: list[int] | None, name: str) -> list[int] | None:
+    if meta.total_episodes == 0 or meta.episodes is None:
+        raise ValueError(f"{name} is an empty dataset (0 episodes)")
+    if episodes is None:
+        return None
+    available = sorted(int(i) for i in meta.episodes["episode_index"])
+    unknown = sorted(set(int(e) for e in episodes) - set(available))
+    if unknown:
+        raise ValueError(f"episodes {unknown} not in {name}; it has episode indices {_ranges(available)}")
+    if not episodes:
+        raise ValueError("episodes=[] selects nothing; pass None for all episodes")
+    return sorted(set(int(e) for e in episodes))
+
+
+def _ranges(ids: list[int]) -> str:
+    return f"{ids[0]}..{ids[-1]}" if ids == list(range(ids[0], ids[-1] + 1)) else str(ids)
+
+
+def _column(table: Any, key: str) -> np.ndarray:
+    """One Arrow column as NumPy: fixed-size lists become ``(rows, k)`` without Python objects."""
+    col = table.column(key).combine_chunks()
+    if hasattr(col, "flatten") and col.type.__class__.__name__ in ("FixedSizeListType", "ListType", "LargeListType"):
+        flat = col.flatten().to_numpy(zero_copy_only=False)
+        return flat.reshape(len(col), -1)
+    return col.to_numpy(zero_copy_only=False)
+
+
+def _check_finite(values: np.ndarray, key: str, episode: int, frames: np.ndarray, name: str) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, dim = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{key!r} of {name} is {values[row, dim]} at episode {episode}, frame {int(frames[row])}, "
+            f"dimension {int(dim)}; expected finite values (clean or drop that episode with episodes=[...])"
+        )

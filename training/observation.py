@@ -1,0 +1,128 @@
+"""The observation encoder: turns ``observation.*`` into LM input embeddings (replaceable).
+
+Default: a learned projection of the normalized ``observation.state`` into ``n_tokens`` vectors of
+the LM's embedding space, fed through ``inputs_embeds`` (as the prefix of a VLM takes image
+features). Why this and not pi0-FAST's 256-bin state tokens:
+
+* it loses nothing: no quantization of the state, and the action tokens stay the only discrete
+  targets, so the state never competes with actions for vocabulary;
+* it is short: one position for the whole state instead of one (or, through a pretrained text
+  tokenizer, three or four) per dimension; Meta-World's state has 39 dimensions, which would
+  double the sequence length of a 40-token binning chunk on a 2-core CPU budget;
+* it is the same interface images need: an image encoder is another module that maps
+  ``batch -> (b, k, e)`` embeddings; discretized state tokens do not extend to pixels.
+
+The cost is a few new parameters (``s * e * n_tokens``) trained from scratch, saved beside the LM.
+
+Interface (what a future image encoder implements): ``n_tokens``, ``forward(batch) -> (b, k, e)``
+where ``batch`` maps LeRobot keys to tensors, ``config()``, and a state dict saved as
+safetensors. The encoder is built by name from ``ENCODERS``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from action_tokenizers.io import read_json, write_json
+
+CONFIG_FILE = "observation_encoder.json"
+WEIGHTS_FILE = "observation_encoder.safetensors"
+_MIN_STD = 1e-3
+_CLAMP = 5.0
+
+
+class ObservationEncoder(nn.Module):
+    """Base: maps a batch of observations to ``(b, n_tokens, e)`` LM input embeddings."""
+
+    name = "base"
+    n_tokens: int
+    keys: tuple[str, ...]
+
+    def config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class StateProjection(ObservationEncoder):
+    """``observation.state`` (b, s) -> standardized -> Linear -> (b, n_tokens, e)."""
+
+    name = "state_projection"
+
+    def __init__(self, state_dim: int, embed_dim: int, n_tokens: int = 1, state_key: str = "observation.state") -> None:
+        super().__init__()
+        if state_dim < 1 or embed_dim < 1 or n_tokens < 1:
+            raise ValueError(f"state_dim, embed_dim, n_tokens must be >= 1, got {state_dim}, {embed_dim}, {n_tokens}")
+        self.state_dim, self.embed_dim, self.n_tokens = state_dim, embed_dim, n_tokens
+        self.state_key = state_key
+        self.keys = (state_key,)
+        self.register_buffer("mean", torch.zeros(state_dim))
+        self.register_buffer("std", torch.ones(state_dim))
+        self.proj = nn.Linear(state_dim, n_tokens * embed_dim)
+        nn.init.normal_(self.proj.weight, std=0.02)
+        nn.init.zeros_(self.proj.bias)
+
+    def fit(self, states: np.ndarray) -> "StateProjection":
+        """Standardization from training states (n, s); constant dimensions get a floor std."""
+        x = np.asarray(states, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.state_dim:
+            raise ValueError(f"states must have shape (n, {self.state_dim}), got {x.shape}")
+        self.mean.copy_(torch.as_tensor(x.mean(0), dtype=self.mean.dtype))
+        self.std.copy_(torch.as_tensor(np.maximum(x.std(0), _MIN_STD), dtype=self.std.dtype))
+        return self
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        s = batch[self.state_key]  # (b, s)
+        if s.ndim != 2 or s.shape[1] != self.state_dim:
+            raise ValueError(f"{self.state_key} must have shape (b, {self.state_dim}), got {tuple(s.shape)}")
+        z = ((s.to(self.mean.dtype) - self.mean) / self.std).clamp(-_CLAMP, _CLAMP)
+        z = z.to(self.proj.weight.dtype)
+        return self.proj(z).view(s.shape[0], self.n_tokens, self.embed_dim)  # (b, k, e)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "state_dim": self.state_dim, "embed_dim": self.embed_dim,
+                "n_tokens": self.n_tokens, "state_key": self.state_key}
+
+
+ENCODERS: dict[str, type[ObservationEncoder]] = {StateProjection.name: StateProjection}
+
+
+def build_encoder(config: dict[str, Any]) -> ObservationEncoder:
+    """Encoder from its saved config (``name`` picks the class)."""
+    cfg = dict(config)
+    name = cfg.pop("name", None)
+    if name not in ENCODERS:
+        raise ValueError(f"unknown observation encoder {name!r}; valid: {sorted(ENCODERS)}")
+    try:
+        return ENCODERS[name](**cfg)
+    except TypeError as e:
+        raise ValueError(f"bad observation encoder config {config}: {e}") from e
+
+
+def save_encoder(encoder: ObservationEncoder, directory: str | Path) -> None:
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    write_json(directory / CONFIG_FILE, encoder.config())
+    save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()},
+              str(directory / WEIGHTS_FILE))
+
+
+def load_encoder(directory: str | Path) -> ObservationEncoder:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    encoder = build_encoder(read_json(directory / CONFIG_FILE, what="observation encoder config"))
+    path = directory / WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the policy directory is incomplete")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path} is corrupted or not a safetensors file: {e}") from e
+    encoder.load_state_dict(state)
+    return encoder
