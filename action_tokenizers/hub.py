@@ -22,12 +22,15 @@ def resolve_directory(path_or_repo_id: str | Path, revision: str | None = None) 
     if text.startswith((".", "/", "~")) or text.count("/") != 1:
         raise FileNotFoundError(f"{text} is neither an existing directory nor a Hub repo id of the form 'owner/name'")
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
 
     try:
         return Path(snapshot_download(text, revision=revision, allow_patterns=ALLOW_PATTERNS))
     except RepositoryNotFoundError as e:
         raise FileNotFoundError(f"Hub repo {text!r} not found (and no local directory of that name)") from e
+    except RevisionNotFoundError as e:  # an HfHubHTTPError, but not a connection problem
+        raise FileNotFoundError(f"Hub repo {text!r} has no revision {revision!r} (a branch, tag or commit sha)") from e
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
         raise ConnectionError(f"could not fetch {text!r} from the Hub (offline? set HF_HUB_OFFLINE=0): {e}") from e
 
