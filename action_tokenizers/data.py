@@ -65,7 +65,9 @@ class ChunkSet:
     def __post_init__(self) -> None:
         n = self.actions.shape[0]
         if self.actions.ndim != 3 or self.mask.shape != self.actions.shape[:2]:
-            raise ValueError(f"actions must be (n, h, d) with mask (n, h); got {self.actions.shape}, {self.mask.shape}")
+            raise ValueError(
+                f"actions must be (n, h, d) with mask (n, h); got {self.actions.shape} and {self.mask.shape}"
+            )
         for name in ("episode_index", "frame_index"):
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"{name} must have shape ({n},), got {getattr(self, name).shape}")
@@ -210,12 +212,23 @@ class _Source:
         ends = np.append(starts[1:], len(ep_col))
         out = []
         for idx, a, b in zip(ids.tolist(), starts.tolist(), ends.tolist(), strict=True):
+            if not np.array_equal(fr_col[a:b], np.arange(b - a)):
+                raise ValueError(
+                    f"episode {idx} of {self.name} has frame_index values that are not 0..{b - a - 1} "
+                    "(missing or duplicated frames); expected every frame of an episode exactly once"
+                )
             arrays = {k: v[a:b] for k, v in columns.items()}
             for k, v in arrays.items():
                 _check_finite(v, k, idx, fr_col[a:b], self.name)
             task = None
             if task_col is not None:
-                self.frame_tasks[int(idx)] = [task_names.get(int(i), "") for i in task_col[a:b].tolist()]
+                unknown = set(task_col[a:b].tolist()) - set(task_names)
+                if unknown:
+                    raise ValueError(
+                        f"episode {idx} of {self.name} uses task_index {sorted(unknown)} missing from "
+                        f"meta/tasks.parquet (which has {sorted(task_names)})"
+                    )
+                self.frame_tasks[int(idx)] = [task_names[i] for i in task_col[a:b].tolist()]
                 task = self.frame_tasks[int(idx)][0]
             out.append(EpisodeData(index=int(idx), arrays=arrays, task=task))
         return out
@@ -281,7 +294,8 @@ def _local_frames(root: Path, meta: Any, episodes: list[int] | None) -> Any:
     from lerobot.datasets.io_utils import load_nested_dataset
 
     try:
-        ds = load_nested_dataset(root / "data", features=get_hf_features_from_features(meta.features), episodes=episodes)
+        features = get_hf_features_from_features(meta.features)
+        ds = load_nested_dataset(root / "data", features=features, episodes=episodes)
     except FileNotFoundError as e:
         raise ValueError(f"{root} has no frames: {e}") from e
     return ds.data.table if hasattr(ds.data, "table") else ds.data
@@ -311,7 +325,9 @@ def _check_keys(features: dict[str, dict], keys: tuple[str, ...], name: str) -> 
     numeric = [k for k, ft in features.items() if ft.get("dtype") in _NUMERIC_DTYPES]
     for key in keys:
         if key not in features:
-            hint = " (LeRobot datasets ported from other formats often use --action-key actions)" if key == "action" else ""
+            hint = ""
+            if key == "action":
+                hint = " (datasets ported from other formats often use --action-key actions)"
             raise ValueError(f"feature {key!r} not in {name}; available numeric features: {numeric}{hint}")
         ft = features[key]
         if ft.get("dtype") not in _NUMERIC_DTYPES or len(ft.get("shape", ())) != 1:

@@ -1,0 +1,328 @@
+"""Collect scripted-expert demonstrations into a LeRobot v3 dataset.
+
+Usage::
+
+    action-tokenizers collect --env metaworld --tasks push-v3,pick-place-v3 --episodes 50 --out runs/demos
+
+Each task's expert runs from seeds ``seed, seed + 1, ...`` (``reset(seed=k)`` fixes the object and
+goal layout, see ``eval.envs``) until ``episodes`` successes are kept; an episode that does not
+succeed within ``max_steps`` is dropped, counted and replaced by the next seed. After success the
+expert keeps acting for ``steps_after_success`` more steps, so demos show holding still at the
+goal. The dataset is written with ``LeRobotDataset.create(..., use_videos=False)`` + ``add_frame`` /
+``save_episode`` / ``finalize``, so LeRobot reads it back as is; ``meta/collect.json`` beside
+LeRobot's files records every episode's seed and the dropped failures. The whole directory is
+written atomically: an interrupted run leaves nothing at ``--out``.
+
+Frames hold the observation *before* the action (``observation.state``, 39-D), the expert's
+``action`` (4-D), and what the step returned (``next.reward``, ``next.success``, ``next.done``).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from action_tokenizers.io import atomic_directory, write_json
+from eval.envs import check_name, env_spec, expert_policy, list_families, list_tasks, make_env
+
+__all__ = ["CollectConfig", "CollectResult", "DEFAULT_TASKS", "EpisodeRecord", "run_collect", "run_expert_episode"]
+
+DEFAULT_TASKS = ("reach-v3", "push-v3", "button-press-v3", "drawer-close-v3")
+MAX_ATTEMPTS_FACTOR = 3  # give up on a task after this many times `episodes` attempts
+
+# Meta-World's 39-D observation, in order (two objects; unused object slots are zeros).
+_OBS_18 = ["hand_x", "hand_y", "hand_z", "gripper_open"] + [
+    f"obj{i}_{c}" for i in (1, 2) for c in ("x", "y", "z", "qw", "qx", "qy", "qz")
+]
+METAWORLD_STATE_NAMES = _OBS_18 + [f"prev_{n}" for n in _OBS_18] + ["goal_x", "goal_y", "goal_z"]
+METAWORLD_ACTION_NAMES = ["hand_dx", "hand_dy", "hand_dz", "gripper"]
+
+
+@dataclass
+class CollectConfig:
+    """Run scripted experts in simulation and save their successful episodes as a LeRobot dataset."""
+
+    out: Path = Path("runs/demos")
+    """Directory to write the LeRobot v3 dataset into (created atomically)."""
+    env: str = "metaworld"
+    """Env family (see eval.envs.list_families())."""
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    """Task names within the family, e.g. push-v3,pick-place-v3."""
+    episodes: int = 50
+    """Successful episodes to keep per task (failures are replaced by fresh seeds)."""
+    seed: int = 0
+    """First episode seed; episode j of a task resets with seed + j (+ replacements)."""
+    max_steps: int | None = None
+    """Steps before an episode counts as failed (None: the env's limit, 500 for Meta-World)."""
+    steps_after_success: int = 10
+    """Steps to keep recording after the first success (0: stop at success)."""
+    repo_id: str = "local/metaworld_demos"
+    """Repo id written into the dataset (used by LeRobotDataset(repo_id, root=out) and push)."""
+    overwrite: bool = False
+    """Replace an existing --out directory."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if isinstance(self.tasks, str):
+            self.tasks = (self.tasks,)
+        self.tasks = tuple(t.strip() for part in self.tasks for t in str(part).split(",") if t.strip())
+        if not self.tasks:
+            raise ValueError("tasks must name at least one task, e.g. --tasks push-v3,reach-v3")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks has duplicates: {list(self.tasks)}")
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+        if self.steps_after_success < 0:
+            raise ValueError(f"steps_after_success must be >= 0, got {self.steps_after_success}")
+        if "/" not in self.repo_id:
+            raise ValueError(f"repo_id must look like 'owner/name', got {self.repo_id!r}")
+        check_name(self.env, list_families(), "env family")
+        valid = list_tasks(self.env)
+        for task in self.tasks:
+            check_name(task, valid, f"{self.env} task")
+
+
+@dataclass
+class EpisodeRecord:
+    """One expert episode: per-step arrays plus whether and when it succeeded."""
+
+    seed: int
+    states: np.ndarray  # (t, s) float32, observation before each action
+    actions: np.ndarray  # (t, d) float32
+    rewards: np.ndarray  # (t,) float32
+    successes: np.ndarray  # (t,) bool, info["success"] after each step
+    success_step: int | None  # index of the first successful step, None if it never succeeded
+
+    @property
+    def success(self) -> bool:
+        return self.success_step is not None
+
+
+@dataclass
+class CollectResult:
+    """Where the dataset went and what it holds."""
+
+    path: Path
+    kept: dict[str, int]  # successful episodes saved, per task
+    failures: dict[str, int]  # failed episodes dropped, per task
+    seeds: dict[str, list[int]]  # seeds of the saved episodes, per task, in episode order
+    failed_seeds: dict[str, list[int]]
+    frames: int
+    fps: int
+    seconds: float
+
+
+def run_collect(cfg: CollectConfig) -> CollectResult:
+    """Collect ``cfg.episodes`` successful expert episodes per task into ``cfg.out``."""
+    specs = {task: env_spec(cfg.env, task) for task in cfg.tasks}
+    fps, obs_dim, act_dim = _common_dims(specs)
+    max_steps = _max_steps(cfg, specs)
+    from lerobot.utils.utils import SuppressProgressBars  # hides LeRobot's per-episode "Map" bars
+
+    start = time.perf_counter()
+    with atomic_directory(cfg.out, overwrite=cfg.overwrite) as tmp:
+        dataset = _create_dataset(cfg, tmp, fps, obs_dim, act_dim)
+        try:
+            with SuppressProgressBars():
+                log = _collect_tasks(cfg, dataset, specs, max_steps)
+        finally:
+            dataset.finalize()  # close LeRobot's writers now, so nothing writes into tmp after cleanup
+        seconds = time.perf_counter() - start
+        result = CollectResult(
+            path=cfg.out,
+            kept={t: len(v["seeds"]) for t, v in log.items()},
+            failures={t: len(v["failed_seeds"]) for t, v in log.items()},
+            seeds={t: v["seeds"] for t, v in log.items()},
+            failed_seeds={t: v["failed_seeds"] for t, v in log.items()},
+            frames=sum(v["frames"] for v in log.values()),
+            fps=fps,
+            seconds=seconds,
+        )
+        write_json(tmp / "meta" / "collect.json", _collect_json(cfg, result, log, specs, max_steps))
+    return result
+
+
+# --------------------------------------------------------------------------- the loop
+def _collect_tasks(cfg: CollectConfig, dataset: Any, specs: dict, max_steps: int) -> dict[str, dict]:
+    """Every task in turn; episode indices run on across tasks, as LeRobot numbers them."""
+    from tqdm.auto import tqdm
+
+    log: dict[str, dict] = {}
+    with tqdm(total=len(cfg.tasks) * cfg.episodes, desc="collect", unit="ep", disable=not cfg.progress) as bar:
+        for task in cfg.tasks:
+            first_index = sum(len(entry["seeds"]) for entry in log.values())
+            log[task] = _collect_task(cfg, dataset, task, specs[task].description, max_steps, first_index, bar)
+    return log
+
+
+def _collect_task(
+    cfg: CollectConfig, dataset: Any, task: str, text: str, max_steps: int, first_index: int, bar: Any
+) -> dict[str, Any]:
+    """Run seeds ``cfg.seed, cfg.seed + 1, ...`` until ``cfg.episodes`` successes; save each success."""
+    entry: dict[str, Any] = {"seeds": [], "failed_seeds": [], "episodes": [], "frames": 0}
+    attempts = cfg.episodes * MAX_ATTEMPTS_FACTOR
+    env = make_env(cfg.env, task, seed=cfg.seed)
+    try:
+        for seed in range(cfg.seed, cfg.seed + attempts):
+            if len(entry["seeds"]) == cfg.episodes:
+                break
+            expert = expert_policy(cfg.env, task)  # fresh per episode: scripted policies hold no state
+            record = run_expert_episode(env, expert, seed, max_steps, cfg.steps_after_success)
+            if not record.success:
+                entry["failed_seeds"].append(seed)
+                bar.set_postfix(task=task, dropped=len(entry["failed_seeds"]))
+                continue
+            _save_episode(dataset, record, text)
+            episode = {"episode_index": first_index + len(entry["seeds"]), "seed": seed}
+            entry["episodes"].append({**episode, "length": len(record.actions), "success_step": record.success_step})
+            entry["seeds"].append(seed)
+            entry["frames"] += len(record.actions)
+            bar.update(1)
+    finally:
+        env.close()
+    if not entry["seeds"]:
+        raise RuntimeError(
+            f"the {cfg.env} expert for {task} failed all {attempts} episodes within {max_steps} steps "
+            f"(seeds {cfg.seed}..{cfg.seed + attempts - 1}); raise --max-steps or drop the task"
+        )
+    if len(entry["seeds"]) < cfg.episodes:
+        warnings.warn(
+            f"{task}: only {len(entry['seeds'])} of {cfg.episodes} episodes succeeded in {attempts} attempts; "
+            "keeping those",
+            stacklevel=3,
+        )
+    return entry
+
+
+def run_expert_episode(
+    env: Any, expert: Any, seed: int, max_steps: int, steps_after_success: int
+) -> EpisodeRecord:
+    """Roll the expert out from ``reset(seed=seed)``; stop ``steps_after_success`` steps after success."""
+    obs, _ = env.reset(seed=seed)
+    states, actions, rewards, successes = [], [], [], []
+    success_step = None
+    for step in range(max_steps):
+        action = np.asarray(expert(obs), dtype=np.float32)
+        states.append(np.asarray(obs, dtype=np.float32))
+        actions.append(action)
+        obs, reward, terminated, truncated, info = env.step(action)
+        rewards.append(float(reward))
+        successes.append(bool(info.get("success", False)))
+        if success_step is None and successes[-1]:
+            success_step = step
+        if terminated or truncated:
+            break
+        if success_step is not None and step - success_step >= steps_after_success:
+            break
+    return EpisodeRecord(
+        seed=seed,
+        states=np.stack(states),
+        actions=np.stack(actions),
+        rewards=np.asarray(rewards, dtype=np.float32),
+        successes=np.asarray(successes, dtype=bool),
+        success_step=success_step,
+    )
+
+
+def _save_episode(dataset: Any, record: EpisodeRecord, task_text: str) -> None:
+    n = len(record.actions)
+    for i in range(n):
+        dataset.add_frame(
+            {
+                "observation.state": record.states[i],
+                "action": record.actions[i],
+                "next.reward": np.array([record.rewards[i]], dtype=np.float32),
+                "next.success": np.array([record.successes[i]], dtype=bool),
+                "next.done": np.array([i == n - 1], dtype=bool),
+                "task": task_text,
+            }
+        )
+    dataset.save_episode()
+
+
+# --------------------------------------------------------------------------- set-up helpers
+def _common_dims(specs: dict) -> tuple[int, int, int]:
+    """One dataset needs one fps and one state/action size across its tasks."""
+    first = next(iter(specs.values()))
+    for spec in specs.values():
+        if (spec.fps, spec.obs_dim, spec.action_dim) != (first.fps, first.obs_dim, first.action_dim):
+            mine = (spec.fps, spec.obs_dim, spec.action_dim)
+            raise ValueError(
+                f"tasks {first.task} and {spec.task} differ in (fps, obs size, action size): "
+                f"{(first.fps, first.obs_dim, first.action_dim)} vs {mine}; collect them into separate datasets"
+            )
+    return first.fps, first.obs_dim, first.action_dim
+
+
+def _max_steps(cfg: CollectConfig, specs: dict) -> int:
+    limit = min(spec.max_steps for spec in specs.values())
+    if cfg.max_steps is None:
+        return limit
+    if cfg.max_steps > limit:
+        raise ValueError(f"max_steps={cfg.max_steps} exceeds the env's episode limit of {limit} steps")
+    return cfg.max_steps
+
+
+def _create_dataset(cfg: CollectConfig, root: Path, fps: int, obs_dim: int, act_dim: int) -> Any:
+    from lerobot.datasets import LeRobotDataset
+
+    metaworld = cfg.env == "metaworld"
+    features = {
+        "observation.state": {
+            "dtype": "float32",
+            "shape": (obs_dim,),
+            "names": METAWORLD_STATE_NAMES if metaworld else None,
+        },
+        "action": {
+            "dtype": "float32",
+            "shape": (act_dim,),
+            "names": METAWORLD_ACTION_NAMES if metaworld else None,
+        },
+        "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
+        "next.success": {"dtype": "bool", "shape": (1,), "names": None},
+        "next.done": {"dtype": "bool", "shape": (1,), "names": None},
+    }
+    root.rmdir()  # LeRobot creates the root itself and refuses an existing one
+    robot_type = "sawyer" if metaworld else None
+    return LeRobotDataset.create(
+        cfg.repo_id, fps, root=root, features=features, robot_type=robot_type, use_videos=False
+    )
+
+
+def _collect_json(cfg: CollectConfig, result: CollectResult, log: dict, specs: dict, max_steps: int) -> dict:
+    from importlib.metadata import version
+
+    return {
+        "env": cfg.env,
+        "fps": result.fps,
+        "seed": cfg.seed,
+        "seed_rule": "episode attempts of each task reset with seeds seed, seed+1, ...; failures are replaced",
+        "max_steps": max_steps,
+        "steps_after_success": cfg.steps_after_success,
+        "episodes_per_task": cfg.episodes,
+        "frames": result.frames,
+        "seconds": round(result.seconds, 3),
+        "versions": {pkg: version(pkg) for pkg in ("lerobot", "metaworld", "mujoco")},
+        "tasks": {
+            task: {
+                "description": specs[task].description,
+                "kept": result.kept[task],
+                "dropped_failures": result.failures[task],
+                "seeds": entry["seeds"],
+                "failed_seeds": entry["failed_seeds"],
+                "episodes": entry["episodes"],
+            }
+            for task, entry in log.items()
+        },
+    }
