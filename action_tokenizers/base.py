@@ -254,6 +254,13 @@ class ActionTokenizer(ABC):
                 seq = seq.tolist()
             if isinstance(seq, (str, bytes)) or not hasattr(seq, "__iter__"):
                 raise TypeError(f"sequence {i} must be a list of ints, got {type(seq).__name__}")
+            fast = np.asarray(seq) if isinstance(seq, list) else None  # vectorized path for plain int lists
+            if fast is not None and fast.ndim == 1 and fast.dtype.kind == "i" and fast.size:
+                arr = np.clip(fast.astype(np.int64), -1, v)
+                n_bad = int(np.count_nonzero((arr < 0) | (arr >= v)))
+                seqs.append(arr)
+                out_of_range.append(f"{n_bad} id(s) outside [0, {v})" if n_bad else "")
+                continue
             ints = []
             for tok in seq:
                 if isinstance(tok, (bool, np.bool_)) or not isinstance(tok, (int, np.integer)):

@@ -1,0 +1,418 @@
+"""Tokenizer benchmark: the project's tokenizers against faithful published baselines, in one run.
+
+Usage::
+
+    MUJOCO_GL=egl HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/tokenizers.py            # full (minutes)
+    MUJOCO_GL=egl HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/tokenizers.py --quick    # smoke run
+
+Data: freshly collected Meta-World demos (scripted experts), the shared SO-101 dataset, and smooth
+synthetic 10 x 34 chunks. Every dataset is split into fit/test chunks and normalized once (per-dim
+q01/q99 -> [-1, 1], clipped: what FAST expects), so every tokenizer sees the same [-1, 1] inputs
+and all errors are in normalized units.
+
+Measured per (dataset, tokenizer): fit time; tokens and bits per chunk vs reconstruction error
+(FAST swept over scale and vocabulary, binning over bin counts); encode/decode throughput at several
+batch sizes; share of clean chunks that round-trip; decode after one deleted / one substituted token
+(share unusable = an all-zero chunk came back, and the mean error). Writes ``docs/benchmarks.md``,
+``docs/benchmarks.json`` and PNG plots under ``docs/``.
+
+Adding a family is one entry in :func:`tokenizer_specs`; the plots draw every family present.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the
+# `tokenizers` package: drop the folder, put the repo root there instead.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.reference import ReferenceFAST, openvla_decode, openvla_encode  # noqa: E402
+
+
+@dataclass
+class BenchConfig:
+    """Tokenizer benchmark settings."""
+
+    quick: bool = False
+    """Small data and few settings: a smoke run in well under a minute of compute."""
+    out: Path = REPO / "docs"
+    """Where benchmarks.md, benchmarks.json and the PNG plots go."""
+    chunk_size: int = 10
+    """Chunk length h for the real datasets."""
+    synthetic_shape: tuple[int, int] = (10, 34)
+    """(h, d) of the synthetic chunks (the issue's reference numbers are for 10 x 34)."""
+    n_synthetic: int = 3000
+    """Synthetic chunks (2/3 fit, 1/3 test)."""
+    metaworld_tasks: tuple[str, ...] = ("reach-v3", "push-v3", "button-press-v3", "drawer-close-v3")
+    """Meta-World tasks whose scripted-expert demos are collected fresh."""
+    metaworld_episodes: int = 5
+    """Episodes per Meta-World task."""
+    so101_root: Path = REPO.parent / "shared" / "data" / "so101_record_test"
+    """The shared SO-101 LeRobot dataset."""
+    batch_sizes: tuple[int, ...] = (1, 32, 256, 1024)
+    """Batch sizes for the throughput measurement."""
+    seed: int = 0
+    """Seed for splits, synthetic data and corruption positions."""
+
+
+# ---------------------------------------------------------------------- tokenizers under test
+@dataclass
+class Codec:
+    """What the benchmark needs from a tokenizer: fit, batch encode, batch decode with an unusable mask."""
+
+    fit: Callable[[np.ndarray], None]
+    encode: Callable[[np.ndarray], list[list[int]]]
+    decode: Callable[[list[list[int]]], np.ndarray]
+    vocab_size: Callable[[], int]
+
+
+@dataclass
+class Spec:
+    name: str
+    family: str
+    """Family label in plots (fast, fast-reference, binning, binning-reference, vq, ...)."""
+    make: Callable[[int, int], Codec]
+    """(h, d) -> a fresh codec."""
+    params: dict = field(default_factory=dict)
+    reference_setting: bool = False
+    """True for the settings compared side by side in the summary table."""
+
+
+def project_codec(tok) -> Codec:
+    """Wrap an ``ActionTokenizer`` (identity normalization: inputs are already in [-1, 1])."""
+    return Codec(fit=lambda x: tok.fit(x), encode=tok.encode,
+                 decode=lambda ids: tok.decode_with_report(ids).actions, vocab_size=lambda: tok.vocab_size)
+
+
+def reference_fast_codec(h: int, d: int, scale: float, vocab: int) -> Codec:
+    state: dict = {}
+
+    def fit(x: np.ndarray) -> None:
+        state["ref"] = ReferenceFAST.fit(list(x), scale=scale, vocab_size=vocab, time_horizon=h, action_dim=d)
+
+    return Codec(fit=fit, encode=lambda x: state["ref"](x), decode=lambda ids: state["ref"].decode(ids),
+                 vocab_size=lambda: vocab)
+
+
+def openvla_codec(h: int, d: int) -> Codec:
+    return Codec(fit=lambda x: None, encode=openvla_encode, decode=lambda ids: openvla_decode(ids, h, d),
+                 vocab_size=lambda: 256)
+
+
+def tokenizer_specs(quick: bool) -> list[Spec]:
+    """Every tokenizer and setting in the run. One entry per family setting; add VQ here."""
+    from action_tokenizers import BinningTokenizer, FASTTokenizer
+
+    scales = (5.0, 10.0, 20.0) if quick else (2.0, 5.0, 10.0, 20.0, 50.0)
+    vocabs = (512, 1024) if quick else (256, 512, 1024, 2048)
+    bins = (32, 256) if quick else (16, 32, 64, 128, 256)
+    specs: list[Spec] = []
+    settings = sorted({(s, 1024) for s in scales} | {(10.0, v) for v in vocabs})
+    for scale, vocab in settings:
+        ref = scale == 10.0 and vocab == 1024
+        specs.append(Spec(f"FAST s={scale:g} V={vocab}", "fast",
+                          lambda h, d, s=scale, v=vocab: project_codec(
+                              FASTTokenizer(scale=s, vocab_size=v, normalization="identity")),
+                          {"scale": scale, "vocab_size": vocab}, ref))
+        if ref or not quick:
+            specs.append(Spec(f"FAST-reference s={scale:g} V={vocab}", "fast-reference",
+                              lambda h, d, s=scale, v=vocab: reference_fast_codec(h, d, s, v),
+                              {"scale": scale, "vocab_size": vocab}, ref))
+    specs.append(Spec("FAST byte-level s=10 V=1024", "fast-byte-level",
+                      lambda h, d: project_codec(FASTTokenizer(normalization="identity", pretokenizer="byte_level")),
+                      {"scale": 10.0, "vocab_size": 1024, "pretokenizer": "byte_level"}, True))
+    for n in bins:
+        specs.append(Spec(f"binning {n}", "binning",
+                          lambda h, d, n=n: project_codec(BinningTokenizer(n_bins=n, normalization="identity")),
+                          {"n_bins": n}, n == 256))
+    specs.append(Spec("OpenVLA-reference 256", "binning-reference", openvla_codec, {"n_bins": 256}, True))
+    return specs
+
+
+# ---------------------------------------------------------------------- data
+def smooth_chunks(n: int, h: int, d: int, seed: int) -> np.ndarray:
+    """Smooth synthetic chunks in [-1, 1]: three low-frequency sinusoids per dimension plus 1% noise."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0.0, 1.0, h)[None, :, None]
+    x = np.zeros((n, h, d))
+    for k in range(3):
+        amp = rng.normal(0.0, 0.5 / (k + 1), (n, 1, d))
+        phase = rng.uniform(0.0, 2 * np.pi, (n, 1, d))
+        x += amp * np.sin(2 * np.pi * (0.5 * k + 0.25) * t + phase)
+    return np.clip(x + rng.normal(0.0, 0.01, x.shape), -1.0, 1.0)
+
+
+def load_datasets(cfg: BenchConfig) -> dict[str, np.ndarray]:
+    """Raw chunks per dataset name."""
+    from action_tokenizers.data import load_chunks
+
+    h, d = cfg.synthetic_shape
+    out = {f"synthetic {h}x{d}": smooth_chunks(cfg.n_synthetic if not cfg.quick else 600, h, d, cfg.seed)}
+    with tempfile.TemporaryDirectory() as tmp:
+        from eval.collect import CollectConfig, run_collect
+
+        tasks = cfg.metaworld_tasks[:2] if cfg.quick else cfg.metaworld_tasks
+        root = Path(tmp) / "demos"
+        run_collect(CollectConfig(tasks=tasks, episodes=2 if cfg.quick else cfg.metaworld_episodes, out=root,
+                                  seed=cfg.seed, progress=False))
+        out["Meta-World"] = load_chunks(root, chunk_size=cfg.chunk_size, stride=1, action_key="action").actions
+    out["SO-101"] = load_chunks(cfg.so101_root, chunk_size=cfg.chunk_size, stride=1, action_key="action").actions
+    return out
+
+
+def split_and_normalize(x: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffle, split 2/3 : 1/3, normalize both with the fit part's q01/q99 (clipped to [-1, 1])."""
+    from action_tokenizers.normalize import Normalizer
+
+    idx = np.random.default_rng(seed).permutation(len(x))
+    cut = (2 * len(x)) // 3
+    norm = Normalizer("quantile").fit(x[idx[:cut]])
+    return norm.normalize(x[idx[:cut]]), norm.normalize(x[idx[cut:]])
+
+
+# ---------------------------------------------------------------------- measurements
+def _best_time(fn: Callable[[], object], min_seconds: float = 0.2, repeats: int = 3) -> float:
+    """Best of ``repeats`` timings, each looping ``fn`` for at least ``min_seconds``."""
+    best = np.inf
+    for _ in range(repeats):
+        start, k = time.perf_counter(), 0
+        while True:
+            fn()
+            k += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds:
+                break
+        best = min(best, elapsed / k)
+    return best
+
+
+def corrupt(ids: list[list[int]], kind: str, vocab: int, rng: np.random.Generator) -> list[list[int]]:
+    out = []
+    for seq in ids:
+        seq = list(seq)
+        if seq:
+            pos = int(rng.integers(len(seq)))
+            if kind == "delete":
+                del seq[pos]
+            else:
+                seq[pos] = int((seq[pos] + 1 + rng.integers(vocab - 1)) % vocab)
+        out.append(seq)
+    return out
+
+
+def measure(spec: Spec, train: np.ndarray, test: np.ndarray, cfg: BenchConfig, throughput: bool) -> dict:
+    n, h, d = test.shape
+    codec = spec.make(h, d)
+    start = time.perf_counter()
+    codec.fit(train)
+    fit_s = time.perf_counter() - start
+    ids = codec.encode(test)
+    y = codec.decode(ids)
+    vocab = codec.vocab_size()
+    lengths = np.array([len(s) for s in ids], dtype=np.float64)
+    zero = lambda a: np.all(np.abs(a.reshape(len(a), -1)) < 1e-12, axis=1)  # noqa: E731
+    rng = np.random.default_rng(cfg.seed)
+    row = {
+        "name": spec.name, "family": spec.family, "params": spec.params, "reference_setting": spec.reference_setting,
+        "vocab_size": vocab, "fit_s": fit_s,
+        "tokens_per_chunk": float(lengths.mean()), "tokens_per_chunk_max": float(lengths.max()),
+        "bits_per_chunk": float(lengths.mean() * np.log2(vocab)),
+        "mae": float(np.abs(y - test).mean()), "rmse": float(np.sqrt(((y - test) ** 2).mean())),
+        "max_err": float(np.abs(y - test).max()),
+        "clean_unusable": float(zero(y).mean()),
+        "roundtrip": float(np.mean([a == b for a, b in zip(codec.encode(y), ids)])),
+    }
+    for kind in ("delete", "substitute"):
+        z = codec.decode(corrupt(ids, kind, vocab, rng))
+        row[f"{kind}_unusable"] = float((zero(z) | ~np.all(np.isfinite(z.reshape(n, -1)), axis=1)).mean())
+        row[f"{kind}_mae"] = float(np.abs(np.nan_to_num(z) - test).mean())
+    if throughput:
+        row["throughput"] = {}
+        for b in cfg.batch_sizes:
+            xb = test[:b] if b <= n else np.concatenate([test] * (b // n + 1))[:b]
+            ib = codec.encode(xb)
+            row["throughput"][str(b)] = {
+                "encode_us_per_chunk": _best_time(lambda: codec.encode(xb)) / b * 1e6,
+                "decode_us_per_chunk": _best_time(lambda: codec.decode(ib)) / b * 1e6,
+            }
+    return row
+
+
+# ---------------------------------------------------------------------- output
+def plot_rate_distortion(results: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.2), squeeze=False)
+    for ax, (name, rows) in zip(axes[0], results.items()):
+        for family in sorted({r["family"] for r in rows}):
+            pts = sorted((r["bits_per_chunk"], r["rmse"]) for r in rows if r["family"] == family)
+            ax.plot(*zip(*pts), "o-", label=family, ms=4)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("bits per chunk (tokens x log2 vocab)")
+        ax.set_ylabel("RMSE (normalized units)")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_throughput(results: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    name, rows = next(iter(results.items()))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key in zip(axes, ("encode_us_per_chunk", "decode_us_per_chunk")):
+        for r in rows:
+            if "throughput" in r:
+                bs = sorted(r["throughput"], key=int)
+                ax.plot([int(b) for b in bs], [r["throughput"][b][key] for b in bs], "o-", label=r["name"], ms=4)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size (chunks)")
+        ax.set_ylabel(key.replace("_", " "))
+        ax.set_title(f"{name}: {key.split('_')[0]}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return f"{cpu}, {os.cpu_count()} CPU cores visible, Python {platform.python_version()}, {platform.system()}"
+
+
+def write_markdown(results: dict[str, list[dict]], shapes: dict[str, tuple], cfg: BenchConfig, seconds: float,
+                   command: str) -> str:
+    lines = [
+        "# Tokenizer benchmark",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {_machine()} (shared with other jobs while measuring: timings are indicative).  ",
+        f"Total time: {seconds:.0f} s. Inputs are normalized to [-1, 1] (per-dim q01/q99 of the fit split); "
+        "errors are in normalized units. *Unusable* = an all-zero chunk came back (the reference FAST "
+        "decoder's fallback) or a non-finite one.",
+        "",
+    ]
+    for name, rows in results.items():
+        n_fit, n_test, h, d = shapes[name]
+        lines += [f"## {name} (h={h}, d={d}; {n_fit} fit / {n_test} test chunks)", "",
+                  "| tokenizer | vocab | fit s | tokens/chunk | bits/chunk | MAE | max err | round-trip | "
+                  "del: unusable | del: MAE | sub: unusable | sub: MAE |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(rows, key=lambda r: (r["family"], r["bits_per_chunk"])):
+            lines.append(
+                f"| {r['name']} | {r['vocab_size']} | {r['fit_s']:.2f} | {r['tokens_per_chunk']:.1f} | "
+                f"{r['bits_per_chunk']:.0f} | {r['mae']:.4f} | {r['max_err']:.3f} | {r['roundtrip']:.0%} | "
+                f"{r['delete_unusable']:.0%} | {r['delete_mae']:.3f} | {r['substitute_unusable']:.0%} | "
+                f"{r['substitute_mae']:.3f} |")
+        timed = [r for r in rows if "throughput" in r]
+        if timed:
+            lines += ["", "Throughput (microseconds per chunk; encode / decode) by batch size:", "",
+                      "| tokenizer | " + " | ".join(f"b={b}" for b in cfg.batch_sizes) + " |",
+                      "|---|" + "---|" * len(cfg.batch_sizes)]
+            for r in timed:
+                cells = [f"{r['throughput'][str(b)]['encode_us_per_chunk']:.1f} / "
+                         f"{r['throughput'][str(b)]['decode_us_per_chunk']:.1f}" for b in cfg.batch_sizes]
+                lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += targets_section(results, cfg)
+    lines += ["", "Plots: `benchmark_rate_distortion.png` (every family present), `benchmark_throughput.png`.", ""]
+    return "\n".join(lines)
+
+
+def targets_section(results: dict[str, list[dict]], cfg: BenchConfig) -> list[str]:
+    """The issue's targets, checked against this run's figures."""
+    lines = ["## Targets (issue: FAST-style compression tokenizer)", "",
+             "| dataset | target | measured | met |", "|---|---|---|---|"]
+    b = str(max(cfg.batch_sizes))
+    for name, rows in results.items():
+        ours = next((r for r in rows if r["family"] == "fast" and r["reference_setting"]), None)
+        ref = next((r for r in rows if r["family"] == "fast-reference" and r["reference_setting"]), None)
+        if ours is None or ref is None:
+            continue
+        if "throughput" in ours and "throughput" in ref:
+            for key, label in (("encode_us_per_chunk", "encode"), ("decode_us_per_chunk", "decode")):
+                speedup = ref["throughput"][b][key] / ours["throughput"][b][key]
+                lines.append(f"| {name} | batch {label} >= 10x the reference loop (b={b}) | "
+                             f"{ours['throughput'][b][key]:.1f} vs {ref['throughput'][b][key]:.1f} us/chunk "
+                             f"= {speedup:.1f}x | {'yes' if speedup >= 10 else 'no'} |")
+        ok_tok = ours["tokens_per_chunk"] <= ref["tokens_per_chunk"] + 1e-9
+        ok_err = ours["mae"] <= ref["mae"] + 1e-12
+        lines.append(f"| {name} | tokens/chunk <= reference | {ours['tokens_per_chunk']:.1f} vs "
+                     f"{ref['tokens_per_chunk']:.1f} | {'yes' if ok_tok else 'no'} |")
+        lines.append(f"| {name} | MAE <= reference | {ours['mae']:.5f} vs {ref['mae']:.5f} | {'yes' if ok_err else 'no'} |")
+        lines.append(f"| {name} | clean chunks round-trip 100% | {ours['roundtrip']:.1%} (unusable "
+                     f"{ours['clean_unusable']:.0%}) | {'yes' if ours['roundtrip'] == 1.0 else 'no'} |")
+        lines.append(f"| {name} | one deleted token: 0% unusable (reference {ref['delete_unusable']:.0%}) | "
+                     f"{ours['delete_unusable']:.0%}, MAE {ours['delete_mae']:.3f} (reference MAE "
+                     f"{ref['delete_mae']:.3f}) | {'yes' if ours['delete_unusable'] == 0 else 'no'} |")
+    return lines
+
+
+def run_benchmark(cfg: BenchConfig) -> dict:
+    """Run every spec on every dataset; write docs/benchmarks.{md,json} and the plots."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    datasets = load_datasets(cfg)
+    specs = tokenizer_specs(cfg.quick)
+    results: dict[str, list[dict]] = {}
+    shapes: dict[str, tuple] = {}
+    with tqdm(total=len(datasets) * len(specs), desc="benchmark") as bar:
+        for i, (name, chunks) in enumerate(datasets.items()):
+            train, test = split_and_normalize(chunks, cfg.seed)
+            shapes[name] = (len(train), len(test), test.shape[1], test.shape[2])
+            results[name] = []
+            for spec in specs:
+                timed = i == 0 and (spec.reference_setting or spec.family not in ("fast", "fast-reference"))
+                results[name].append(measure(spec, train, test, cfg, throughput=timed))
+                bar.update()
+    seconds = time.perf_counter() - start
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    command = "MUJOCO_GL=egl HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/tokenizers.py" + (" --quick" if cfg.quick else "")
+    payload = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+               "machine": _machine(), "command": command, "seconds": seconds, "shapes": shapes, "results": results}
+    (cfg.out / "benchmarks.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (cfg.out / "benchmarks.md").write_text(write_markdown(results, shapes, cfg, seconds, command))
+    plot_rate_distortion(results, cfg.out / "benchmark_rate_distortion.png")
+    plot_throughput(results, cfg.out / "benchmark_throughput.png")
+    return payload
+
+
+if __name__ == "__main__":
+    import tyro
+
+    run_benchmark(tyro.cli(BenchConfig))
