@@ -73,9 +73,9 @@ class FitConfig(DataArgs):
     """Show progress bars."""
     binning: BinningConfig = field(default_factory=BinningConfig)
     if "fast" in _CONFIGS:
-        fast: _CONFIGS["fast"] = field(default_factory=_CONFIGS["fast"])  # type: ignore[valid-type]
+        fast: _CONFIGS["fast"] = field(default_factory=_CONFIGS["fast"])
     if "vq" in _CONFIGS:
-        vq: _CONFIGS["vq"] = field(default_factory=_CONFIGS["vq"])  # type: ignore[valid-type]
+        vq: _CONFIGS["vq"] = field(default_factory=_CONFIGS["vq"])
 
     def __post_init__(self) -> None:
         if self.tokenizer not in FAMILIES:

@@ -142,7 +142,9 @@ def plot_trajectories(tokenizers: list[tuple[str, ActionTokenizer]], chunks: np.
     import matplotlib.pyplot as plt
 
     n_examples = min(n_examples, len(chunks))
-    idx = np.linspace(0, len(chunks) - 1, n_examples).astype(int)
+    # The chunks that move most: resting chunks make every tokenizer look perfect.
+    motion = np.ptp(chunks, axis=1).sum(axis=1)
+    idx = np.sort(np.argsort(-motion)[: max(n_examples * 20, 1)][:: max(20, 1)][:n_examples])
     d = chunks.shape[2]
     fig, axes = plt.subplots(n_examples, d, figsize=(2.8 * d, 2.3 * n_examples), squeeze=False)
     decoded = {name: tok.decode(tok.encode(chunks[idx])) for name, tok in tokenizers}
