@@ -1,0 +1,285 @@
+"""Model-based augmentation (Cao & Xie 2026) as an execution mode for any policy and gymnasium env.
+
+Ordinary closed-loop execution queries the policy on the real observation. The augmentation
+instead keeps an *auxiliary state*, starts it at the real initial state, and propagates it with a
+transition model learned from the demonstrations on (state, action token) -> next state pairs;
+the policy is queried on the auxiliary state and its decoded chunk runs in the real system open
+loop. The paper shows this removes the need for a smooth (relaxed-TV-continuous) quantized
+policy, at the price of needing open-loop stability and a good model (a biased model leaves a
+regret floor). ``eval/theory/e4_augmentation.py`` shows the effect on the paper's construction.
+
+Usage::
+
+    from action_tokenizers import AutoActionTokenizer
+    from eval.augmentation import AugmentedExecutor, TransitionModel
+
+    tok = AutoActionTokenizer.from_pretrained("runs/so101-binning/tokenizer")
+    model = TransitionModel.from_dataset("runs/demos", tokenizer=tok)   # ridge regression
+    model.save("runs/demos-model")
+    episode = AugmentedExecutor(model, max_steps=200).run(policy, env, task="push the puck", seed=0)
+    episode.episode_return, episode.max_deviation   # compare with mode="closed_loop"
+
+The model sees the *decoded* token actions (``decode(encode(chunk))`` of the demo actions): the
+action a policy can emit is a decoded token, and E[next state | state, token] is what the
+augmentation needs. Shapes: ``s`` state dim, ``d`` action dim, ``h`` chunk length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from action_tokenizers.io import atomic_directory, read_json, write_json
+
+if TYPE_CHECKING:
+    from action_tokenizers.base import ActionTokenizer
+
+__all__ = ["AugmentedEpisode", "AugmentedExecutor", "MODES", "TransitionModel", "quantize_actions"]
+
+MODES = ("augmented", "closed_loop")
+MODEL_FILE, CONFIG_FILE = "model.safetensors", "transition_model.json"
+
+
+def quantize_actions(tokenizer: "ActionTokenizer", actions: np.ndarray) -> np.ndarray:
+    """One episode's actions ``(T, d)`` -> their decoded tokens ``(T, d)``, chunk by chunk.
+
+    The episode is cut into consecutive chunks of the tokenizer's length; the last one is padded
+    with the final action and the padding dropped after decoding.
+    """
+    a = np.asarray(actions, dtype=np.float64)
+    h = int(tokenizer.chunk_size)
+    n = -(-a.shape[0] // h)
+    padded = np.concatenate([a, np.repeat(a[-1:], n * h - a.shape[0], axis=0)])
+    chunks = padded.reshape(n, h, a.shape[1])
+    return np.asarray(tokenizer.decode(tokenizer.encode(chunks))).reshape(n * h, -1)[: a.shape[0]]
+
+
+class TransitionModel:
+    """``next_state = state + W^T phi(state, action)``: ridge regression on standardized features.
+
+    ``phi = [(state - mu_s) / sd_s, (action - mu_a) / sd_a, 1]``; predicting the change of state keeps
+    a slow robot state well conditioned. ``bias`` (s,) is added to every prediction, for studying
+    how a biased model's floor grows (it is saved with the model).
+    """
+
+    def __init__(self, ridge: float = 1e-3) -> None:
+        if not ridge >= 0:
+            raise ValueError(f"ridge must be >= 0, got {ridge}")
+        self.ridge = float(ridge)
+        self.weights: np.ndarray | None = None  # (s + d + 1, s)
+        self.mean: np.ndarray | None = None  # (s + d,)
+        self.scale: np.ndarray | None = None  # (s + d,)
+        self.bias: np.ndarray | None = None  # (s,)
+        self.state_dim: int | None = None
+        self.action_dim: int | None = None
+        self.metrics: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ fitting
+    def _features(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        z = (np.concatenate([states, actions], axis=1) - self.mean) / self.scale
+        return np.concatenate([z, np.ones((z.shape[0], 1))], axis=1)
+
+    def fit(self, states: np.ndarray, actions: np.ndarray, next_states: np.ndarray) -> "TransitionModel":
+        """Least squares on transitions: states (n, s), actions (n, d), next_states (n, s)."""
+        x, a, y = (np.asarray(v, dtype=np.float64) for v in (states, actions, next_states))
+        if x.ndim != 2 or a.ndim != 2 or y.shape != x.shape or a.shape[0] != x.shape[0]:
+            raise ValueError(f"need states (n, s), actions (n, d), next_states (n, s); got {x.shape}, {a.shape}, {y.shape}")
+        if x.shape[0] == 0:
+            raise ValueError("cannot fit a transition model on zero transitions")
+        for name, v in (("states", x), ("actions", a), ("next_states", y)):
+            if not np.all(np.isfinite(v)):
+                raise ValueError(f"{name} contain NaN or inf")
+        self.state_dim, self.action_dim = x.shape[1], a.shape[1]
+        xa = np.concatenate([x, a], axis=1)
+        self.mean, self.scale = xa.mean(axis=0), np.maximum(xa.std(axis=0), 1e-8)
+        phi = self._features(x, a)
+        reg = self.ridge * np.eye(phi.shape[1])
+        reg[-1, -1] = 0.0  # the intercept is not shrunk
+        self.weights = np.linalg.solve(phi.T @ phi + reg, phi.T @ (y - x))
+        self.bias = np.zeros(self.state_dim)
+        resid = self.predict(x, a) - y
+        self.metrics = {"n_transitions": float(x.shape[0]), "rmse": float(np.sqrt(np.mean(resid**2))),
+                        "rmse_hold_state": float(np.sqrt(np.mean((y - x) ** 2)))}
+        return self
+
+    @classmethod
+    def from_dataset(cls, dataset: str | Path, tokenizer: "ActionTokenizer | None" = None, ridge: float = 1e-3,
+                     state_key: str = "observation.state", action_key: str = "action") -> "TransitionModel":
+        """Fit on every (state, decoded action token, next state) transition of a LeRobot dataset.
+
+        Without a tokenizer the raw actions are used. Transitions never cross an episode boundary.
+        """
+        from action_tokenizers.data import load_episodes
+
+        xs, acts, ys = [], [], []
+        for ep in load_episodes(dataset, keys=(action_key, state_key), with_tasks=False):
+            s, a = ep.arrays[state_key], ep.arrays[action_key]
+            if len(s) < 2:
+                continue
+            if tokenizer is not None:
+                a = quantize_actions(tokenizer, a)
+            xs.append(s[:-1])
+            acts.append(a[:-1])
+            ys.append(s[1:])
+        if not xs:
+            raise ValueError(f"{dataset} has no episode with 2 or more frames: no transitions to fit on")
+        return cls(ridge).fit(np.concatenate(xs), np.concatenate(acts), np.concatenate(ys))
+
+    # ------------------------------------------------------------------ prediction
+    def _require_fitted(self) -> None:
+        if self.weights is None:
+            raise RuntimeError("TransitionModel is not fitted: call fit(...), from_dataset(...) or load(dir)")
+
+    def predict(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Next states (b, s) for states (b, s) and actions (b, d)."""
+        self._require_fitted()
+        x, a = np.atleast_2d(np.asarray(states, dtype=np.float64)), np.atleast_2d(np.asarray(actions, dtype=np.float64))
+        if x.shape[1] != self.state_dim or a.shape[1] != self.action_dim or x.shape[0] != a.shape[0]:
+            raise ValueError(f"model expects states (b, {self.state_dim}) and actions (b, {self.action_dim}), "
+                             f"got {x.shape} and {a.shape}")
+        return x + self._features(x, a) @ self.weights + self.bias
+
+    def rollout(self, state: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """States (b, h, s) after each action of chunks (b, h, d), starting from state (b, s)."""
+        x, out = np.atleast_2d(np.asarray(state, dtype=np.float64)), []
+        for j in range(np.shape(actions)[1]):
+            x = self.predict(x, np.asarray(actions)[:, j])
+            out.append(x)
+        return np.stack(out, axis=1)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> Path:
+        """``model.safetensors`` (weights, standardization, bias) + ``transition_model.json``, atomically."""
+        from safetensors.numpy import save_file
+
+        self._require_fitted()
+        directory = Path(directory)
+        with atomic_directory(directory) as tmp:
+            tensors = {"weights": self.weights, "mean": self.mean, "scale": self.scale, "bias": self.bias}
+            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / MODEL_FILE))
+            write_json(tmp / CONFIG_FILE, {"model_class": type(self).__name__, "format_version": 1, "ridge": self.ridge,
+                                           "state_dim": self.state_dim, "action_dim": self.action_dim, "metrics": self.metrics})
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TransitionModel":
+        from safetensors.numpy import load_file
+
+        directory = Path(directory)
+        cfg = read_json(directory / CONFIG_FILE, what="transition model config")
+        if cfg.get("model_class") != cls.__name__:
+            raise ValueError(f"{directory} holds a {cfg.get('model_class')!r}, not a {cls.__name__}")
+        path = directory / MODEL_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: the model directory is incomplete")
+        t = load_file(str(path))
+        model = cls(cfg["ridge"])
+        model.state_dim, model.action_dim = int(cfg["state_dim"]), int(cfg["action_dim"])
+        f = model.state_dim + model.action_dim
+        expected = {"weights": (f + 1, model.state_dim), "mean": (f,), "scale": (f,), "bias": (model.state_dim,)}
+        for k, shape in expected.items():
+            if k not in t or t[k].shape != shape:
+                raise ValueError(f"{path}: tensor {k!r} should have shape {shape}, got {None if k not in t else t[k].shape}")
+        model.weights, model.mean, model.scale, model.bias = (t[k].astype(np.float64) for k in expected)
+        model.metrics = cfg.get("metrics", {})
+        return model
+
+
+@dataclass
+class AugmentedEpisode:
+    """One episode run by :class:`AugmentedExecutor`."""
+
+    mode: str
+    seed: int
+    rewards: list[float] = field(default_factory=list)
+    success: bool = False
+    real_states: list[np.ndarray] = field(default_factory=list)
+    """Observations of the real env, from reset on (length steps + 1)."""
+    aux_states: list[np.ndarray] = field(default_factory=list)
+    """Auxiliary (model-propagated) states; equal to real_states in closed_loop mode."""
+    actions: list[np.ndarray] = field(default_factory=list)
+    policy_calls: int = 0
+
+    @property
+    def length(self) -> int:
+        return len(self.actions)
+
+    @property
+    def episode_return(self) -> float:
+        return float(np.sum(self.rewards))
+
+    @property
+    def max_deviation(self) -> float:
+        """Largest ||aux - real|| over the episode: how far the model drifted from the real system."""
+        if not self.real_states:
+            return 0.0
+        return float(np.max(np.linalg.norm(np.stack(self.aux_states) - np.stack(self.real_states), axis=1)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "seed": self.seed, "length": self.length, "return": self.episode_return,
+                "success": self.success, "max_deviation": self.max_deviation, "policy_calls": self.policy_calls}
+
+
+class AugmentedExecutor:
+    """Run a chunk policy in a gymnasium env, queried on model-propagated states (or, for comparison, real ones).
+
+    ``mode="augmented"``: the auxiliary state starts at the real initial observation; every
+    ``n_action_steps`` the policy is queried on it, and the chunk's first ``n_action_steps`` actions run
+    in the env open loop while the model propagates the auxiliary state with the same actions.
+    ``resync_every`` > 0 resets the auxiliary state to the real observation every that many steps
+    (0, the paper's scheme, never does). ``mode="closed_loop"`` queries the real observation.
+    """
+
+    def __init__(self, model: TransitionModel | None, mode: str = "augmented", n_action_steps: int | None = None,
+                 max_steps: int = 200, resync_every: int = 0,
+                 state_of: Callable[[Any], np.ndarray] | None = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "augmented" and model is None:
+            raise ValueError("augmented mode needs a TransitionModel")
+        if max_steps < 1 or resync_every < 0 or (n_action_steps is not None and n_action_steps < 1):
+            raise ValueError(f"need max_steps >= 1, resync_every >= 0, n_action_steps >= 1; got {max_steps}, "
+                             f"{resync_every}, {n_action_steps}")
+        self.model, self.mode, self.n_action_steps = model, mode, n_action_steps
+        self.max_steps, self.resync_every = int(max_steps), int(resync_every)
+        self.state_of = state_of or (lambda obs: np.asarray(obs, dtype=np.float64).ravel())
+
+    def _chunk(self, policy: Any, state: np.ndarray, task: str, n_steps: int) -> np.ndarray:
+        chunk = np.asarray(policy.predict_action_chunk({"observation.state": state[None], "task": [task]}), dtype=np.float64)
+        if chunk.ndim != 3 or chunk.shape[0] != 1 or chunk.shape[1] < n_steps:
+            raise ValueError(f"policy returned chunks of shape {chunk.shape}; expected (1, h >= {n_steps}, d)")
+        return chunk[0, :n_steps]
+
+    def run(self, policy: Any, env: Any, task: str = "", seed: int = 0) -> AugmentedEpisode:
+        """One episode from ``env.reset(seed=seed)``; stops at ``max_steps``, termination or truncation."""
+        n_steps = int(self.n_action_steps or getattr(policy, "chunk_size", 1))
+        obs, _ = env.reset(seed=seed)
+        real = self.state_of(obs)
+        aux = real.copy()
+        ep = AugmentedEpisode(mode=self.mode, seed=int(seed), real_states=[real], aux_states=[aux])
+        done = False
+        while ep.length < self.max_steps and not done:
+            query = aux if self.mode == "augmented" else real
+            plan = self._chunk(policy, query, task, n_steps)
+            ep.policy_calls += 1
+            for action in plan:
+                obs, reward, terminated, truncated, info = env.step(action)
+                real = self.state_of(obs)
+                if self.mode == "augmented":
+                    aux = self.model.predict(aux[None], action[None])[0]
+                    if self.resync_every and (ep.length + 1) % self.resync_every == 0:
+                        aux = real.copy()
+                else:
+                    aux = real
+                ep.actions.append(action)
+                ep.rewards.append(float(reward))
+                ep.real_states.append(real)
+                ep.aux_states.append(aux)
+                ep.success = ep.success or bool(info.get("success", False))
+                done = bool(terminated or truncated)
+                if done or ep.length >= self.max_steps:
+                    break
+        return ep
