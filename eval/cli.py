@@ -32,6 +32,7 @@ COMMANDS: dict[str, Command] = {
     "fit": Command("action_tokenizers.cli", "FitConfig", "run_fit", "fit a tokenizer on a dataset; write it and its report"),
     "inspect": Command("action_tokenizers.cli", "InspectConfig", "run_inspect", "measure a saved tokenizer on a dataset"),
     "train": Command("training.train", "TrainConfig", "run_train", "fine-tune a causal LM on tokenized actions"),
+    "train-regression": Command("eval.regression", "RegressionConfig", "run_train_regression", "train the regression-BC baseline (MLP, squared error)"),
     "eval": Command("eval.evaluate", "EvalConfig", "run_eval", "evaluate a policy in closed loop in simulation"),
     "run": Command("eval.main_job", "RunConfig", "run_main", "the main job: collect, fit, train, evaluate, report"),
     "theory": Command("eval.theory", "TheoryConfig", "run_theory", "quantization-theory experiments E1-E6"),

@@ -89,6 +89,7 @@ def summarize_group(episodes: Sequence[EpisodeRecord], expert: Sequence[EpisodeR
         raise ValueError("cannot summarize zero episodes")
     k = sum(bool(e.success) for e in episodes)
     latencies = [lat for e in episodes for lat in e.latency_s]
+    tokens = [n for e in episodes for n in e.tokens]
     policy_time = sum(latencies)
     steps = sum(e.length for e in episodes)
     return {
@@ -105,6 +106,8 @@ def summarize_group(episodes: Sequence[EpisodeRecord], expert: Sequence[EpisodeR
         "latency_s_per_chunk": float(np.mean(latencies)) if latencies else None,
         # Actions executed per second of policy inference, per environment instance.
         "control_hz": steps / policy_time if policy_time > 0 else None,
+        # Mean tokens generated per chunk, for policies that report it (tokenized LMs).
+        "tokens_per_chunk": float(np.mean(tokens)) if tokens else None,
         "seconds_per_episode": float(np.mean([e.wall_s for e in episodes])),
     }
 

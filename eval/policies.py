@@ -66,7 +66,7 @@ class ExpertPolicy:
         self._envs = envs
         self._experts: dict[str, Any] = {}
         self._by_text: dict[str, str] | None = None
-        self.action_dim = envs.action_dim(env) if hasattr(envs, "action_dim") else 4
+        self.action_dim = envs.env_spec(env, envs.list_tasks(env)[0]).action_dim
         self.last_stats: dict[str, Any] = {"malformed": 0, "latency_s": 0.0}
 
     def _task_of_text(self, text: str) -> str:

@@ -246,8 +246,8 @@ def _fit(cfg: RegressionConfig, policy: RegressionPolicy, cs: Any) -> list[float
         opt.step()
         sched.step()
         if step % 50 == 0 or step == cfg.steps - 1:
-            history.append(float(loss))
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            history.append(loss.item())
+            bar.set_postfix(loss=f"{history[-1]:.4f}")
     model.eval()
     return history
 

@@ -1,0 +1,270 @@
+"""``action-tokenizers eval``: roll a policy out in simulation, next to the expert, and write the report.
+
+Usage::
+
+    action-tokenizers eval --policy expert --tasks reach-v3,push-v3 --episodes 10 --out runs/eval-expert
+    action-tokenizers eval --policy runs/regression --episodes 20 --out runs/eval-regression --video
+
+Writes ``OUT/results.json`` (keyed by policy name; each entry holds ``success_rate``,
+``success_ci``, ``mean_return``, ``regret``, ``malformed``, ``latency_s_per_chunk``,
+``tokens_per_chunk`` and ``per_task`` with the same fields; ``meta`` holds the run's settings),
+``OUT/results.md``, ``OUT/episodes.json`` (one record per episode), PNG plots, and with
+``--video`` a few MP4s. The expert is rolled out on the same seeds, so regret compares the two on
+identical initial states; evaluation seeds start at ``--seed`` (1000 by default, away from the
+demo collector's seeds, so the policy is tested on initial states it was not trained on).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from action_tokenizers.io import atomic_directory, write_json
+from eval.plots import policy_entries, write_plots
+from eval.policies import EXPERT, ExpertPolicy, Policy, load_policy, policy_name
+from eval.rollout import EnvPool, RolloutResult, check_compatible, rollout
+
+__all__ = [
+    "DEFAULT_TASKS",
+    "EvalConfig",
+    "PolicyEvaluation",
+    "evaluate_policy",
+    "policy_entry",
+    "results_markdown",
+    "run_eval",
+    "write_report",
+]
+
+DEFAULT_TASKS = ("reach-v3", "push-v3", "button-press-v3", "drawer-close-v3")
+# Fields of every policy entry (and of each per_task entry) in results.json.
+ENTRY_FIELDS = ("success_rate", "success_ci", "mean_return", "regret", "malformed", "latency_s_per_chunk", "tokens_per_chunk")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluate one policy in closed loop (and the expert on the same seeds, for regret)."""
+
+    policy: str = EXPERT
+    """'expert', a regression-baseline directory, or a trained-LM directory."""
+    env: str = "metaworld"
+    """Environment family."""
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    """Task names (comma-separated on the command line)."""
+    episodes: int = 10
+    """Episodes per task."""
+    out: Path = Path("runs/eval")
+    """Output directory (results.json, results.md, episodes.json, plots, videos)."""
+    seed: int = 1000
+    """Seed of the first episode; episode j of every task uses seed + j."""
+    n_action_steps: int | None = None
+    """Actions executed from each chunk before re-planning (default: the policy's chunk size)."""
+    n_envs: int = 4
+    """Environment instances stepped in lockstep (the policy's batch size)."""
+    max_steps: int = 150
+    """Steps per episode (fixed horizon; Meta-World's experts succeed within about 80)."""
+    video: bool = False
+    """Also write MP4 videos of the first --video-episodes episodes of each task."""
+    video_episodes: int = 1
+    """Episodes per task to film when --video is on."""
+    video_size: int = 96
+    """Video frame width and height in pixels (about 70 ms per 96x96 frame with MUJOCO_GL=egl on CPU)."""
+    name: str | None = None
+    """Key of the policy in results.json (default: the policy's name, else the directory name)."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def __post_init__(self) -> None:
+        from eval import envs
+
+        if isinstance(self.tasks, str):
+            self.tasks = tuple(t.strip() for t in self.tasks.split(",") if t.strip())
+        self.tasks = tuple(self.tasks)
+        if not self.tasks:
+            raise ValueError("--tasks must name at least one task")
+        valid = envs.list_tasks(self.env)  # also rejects an unknown --env with the valid families
+        for task in self.tasks:
+            envs.check_name(task, valid, f"{self.env} task")
+        for name in ("episodes", "n_envs", "max_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.n_action_steps is not None and self.n_action_steps < 1:
+            raise ValueError(f"--n-action-steps must be >= 1 (or omitted for the chunk size), got {self.n_action_steps}")
+        if self.video_episodes < 0 or self.video_size < 16:
+            raise ValueError(f"--video-episodes must be >= 0 and --video-size >= 16, got {self.video_episodes}, {self.video_size}")
+        self.out = Path(self.out)
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.episodes))
+
+
+@dataclass
+class PolicyEvaluation:
+    """One policy's rollouts and their summary (the results.json entry)."""
+
+    name: str
+    entry: dict[str, Any]
+    rollout: RolloutResult
+
+
+class _SpecEnv:
+    """Just the spaces of a task, from ``envs.env_spec``: enough to check a policy before any rollout."""
+
+    def __init__(self, spec: Any) -> None:
+        import gymnasium as gym
+        import numpy as np
+
+        self.action_space = gym.spaces.Box(np.array(spec.action_low), np.array(spec.action_high), dtype=np.float64)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(spec.obs_dim,), dtype=np.float64)
+
+
+def n_action_steps(policy: Policy, cfg: EvalConfig) -> int:
+    """Actions run per chunk: ``cfg.n_action_steps`` (default the chunk size); the expert re-plans every step."""
+    if isinstance(policy, ExpertPolicy):
+        return 1
+    return int(cfg.n_action_steps or policy.chunk_size)
+
+
+def check_policy(policy: Policy, cfg: EvalConfig) -> None:
+    """Reject a policy whose action/state dimension or chunk length does not fit any requested task."""
+    from eval.envs import env_spec
+
+    for task in cfg.tasks:
+        check_compatible(policy, _SpecEnv(env_spec(cfg.env, task)), n_action_steps(policy, cfg))
+
+
+def _rollout(policy: Policy, cfg: EvalConfig, pool: EnvPool | None) -> RolloutResult:
+    render = cfg.video_episodes if cfg.video else 0
+    return rollout(
+        policy, cfg.env, cfg.tasks, cfg.seeds,
+        n_action_steps=n_action_steps(policy, cfg), max_steps=cfg.max_steps, n_envs=cfg.n_envs,
+        render_episodes=render, progress=cfg.progress, pool=pool,
+        render_kwargs={"render_mode": "rgb_array", "width": cfg.video_size, "height": cfg.video_size},
+    )
+
+
+def policy_entry(policy: Policy, result: RolloutResult, expert: RolloutResult | None, n_action_steps: int) -> dict[str, Any]:
+    """The results.json entry: metrics overall and per task, plus what the policy is."""
+    from eval.metrics import summarize
+
+    entry = summarize(result.episodes, None if expert is None else expert.episodes)
+    fixed = getattr(policy, "tokens_per_chunk", None)
+    if fixed is not None and not callable(fixed):
+        for e in (entry, *entry["per_task"].values()):
+            e["tokens_per_chunk"] = e["tokens_per_chunk"] if e["tokens_per_chunk"] is not None else float(fixed)
+    entry["chunk_size"] = int(policy.chunk_size)
+    entry["n_action_steps"] = int(n_action_steps)
+    return entry
+
+
+def evaluate_policy(
+    policy: Policy, cfg: EvalConfig, name: str, expert: RolloutResult | None = None, pool: EnvPool | None = None
+) -> PolicyEvaluation:
+    """Check, roll out and summarize one policy; regret against ``expert`` (same seeds) when given.
+
+    Pass one ``EnvPool`` to every call of a run so environment instances are built once.
+    """
+    check_policy(policy, cfg)
+    result = _rollout(policy, cfg, pool)
+    reference = result if isinstance(policy, ExpertPolicy) else expert  # the expert's regret is 0 by definition
+    return PolicyEvaluation(name, policy_entry(policy, result, reference, n_action_steps(policy, cfg)), result)
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """Markdown tables: one row per policy overall, then success per task and policy."""
+    policies = policy_entries(results)
+
+    def num(x: Any, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
+    lines = [
+        "| policy | success (95% CI) | mean return | regret | malformed | latency / chunk (ms) | tokens / chunk | control Hz |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, e in policies.items():
+        lo, hi = e["success_ci"]
+        lat = None if e.get("latency_s_per_chunk") is None else 1000 * e["latency_s_per_chunk"]
+        lines.append(
+            f"| {name} | {e['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] | {e['mean_return']:.1f} | {num(e.get('regret'), '.1f')} "
+            f"| {e['malformed']} | {num(lat, '.2f')} | {num(e.get('tokens_per_chunk'), '.1f')} | {num(e.get('control_hz'), '.0f')} |"
+        )
+    tasks = list(dict.fromkeys(t for e in policies.values() for t in e.get("per_task", {})))
+    lines += ["", "Success rate per task (95% Wilson interval):", "", "| task | " + " | ".join(policies) + " |",
+              "|---|" + "---|" * len(policies)]
+    for task in tasks:
+        cells = []
+        for e in policies.values():
+            t = e.get("per_task", {}).get(task)
+            cells.append("-" if t is None else f"{t['success_rate']:.2f} [{t['success_ci'][0]:.2f}, {t['success_ci'][1]:.2f}]")
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: dict[str, Any], out: Path) -> list[Path]:
+    """Write results.json, results.md and the plots for a dict of several policies' results."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", results)
+    (out / "results.md").write_text(results_markdown(results))
+    return [out / "results.json", out / "results.md", *write_plots(results, out)]
+
+
+def _write_videos(evaluations: list[PolicyEvaluation], out: Path, fps: int) -> list[str]:
+    import imageio.v3 as iio
+
+    written = []
+    for ev in evaluations:
+        for (task, seed), frames in ev.rollout.frames.items():
+            path = out / "videos" / f"{ev.name}_{task}_seed{seed}.mp4"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            iio.imwrite(path, frames, plugin="pyav", codec="libx264", fps=fps)
+            written.append(str(path.relative_to(out)))
+    return written
+
+
+def _meta(cfg: EvalConfig, seconds: float, episodes: int) -> dict[str, Any]:
+    return {
+        "policy": str(cfg.policy),
+        "env": cfg.env,
+        "tasks": list(cfg.tasks),
+        "episodes_per_task": cfg.episodes,
+        "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1],
+        "n_action_steps": cfg.n_action_steps,
+        "n_envs": cfg.n_envs,
+        "max_steps": cfg.max_steps,
+        "seconds": seconds,
+        "seconds_per_episode": seconds / max(episodes, 1),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+
+
+def run_eval(cfg: EvalConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.policy`` (and the expert on the same seeds); write the report; return results."""
+    from eval.envs import env_spec
+
+    start = time.perf_counter()
+    policy = load_policy(cfg.policy, cfg.env)
+    name = cfg.name or policy_name(policy, fallback=Path(str(cfg.policy)).name)
+    if name == "meta":
+        raise ValueError("'meta' is reserved for run metadata in results.json; pass another --name")
+    check_policy(policy, cfg)  # before any rollout, the expert's included
+    is_expert = isinstance(policy, ExpertPolicy)
+    with EnvPool() as pool:
+        expert = evaluate_policy(policy if is_expert else ExpertPolicy(cfg.env), cfg, EXPERT, pool=pool)
+        evaluations = [expert] if is_expert else [evaluate_policy(policy, cfg, name, expert.rollout, pool), expert]
+    results: dict[str, Any] = {ev.name: ev.entry for ev in evaluations}
+    n_episodes = sum(len(ev.rollout.episodes) for ev in evaluations)
+    results["meta"] = _meta(cfg, time.perf_counter() - start, n_episodes)
+    with atomic_directory(cfg.out) as tmp:
+        write_report(results, tmp)
+        write_json(tmp / "episodes.json", {ev.name: [e.to_json() for e in ev.rollout.episodes] for ev in evaluations})
+        if cfg.video:
+            results["meta"]["videos"] = _write_videos(evaluations, tmp, env_spec(cfg.env, cfg.tasks[0]).fps)
+            write_json(tmp / "results.json", results)
+    if cfg.progress:
+        print(results_markdown(results) + f"\nwrote {cfg.out / 'results.json'}")
+    return results

@@ -1,0 +1,310 @@
+"""The rollout loop: batched, receding-horizon closed-loop episodes, one record per episode.
+
+A batch is ``n_envs`` instances of one task stepped in lockstep, one seed each. Every
+``n_action_steps`` steps the policy is called once for all still-running instances and returns a
+chunk ``(b, h, d)``; each instance executes the first ``n_action_steps`` actions of its row, then
+the policy re-plans (receding horizon). Episodes run a fixed horizon of ``max_steps`` (success is
+"succeeded at some step"), so returns are comparable between policies and regret is meaningful.
+
+Faults are recorded, not hidden: an environment that raises ends that episode as failed with the
+error text while the other instances go on; a non-finite action is replaced by the nearest point
+of the action space (NaN -> its center) and counted. Seeds are per episode, so the expert and any
+policy rolled out with the same seeds start from the same initial states.
+
+Usage::
+
+    from eval.policies import load_policy
+    from eval.rollout import rollout
+    result = rollout(load_policy("expert"), "metaworld", ["reach-v3"], seeds=range(10))
+    [e.success for e in result.episodes]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["EnvPool", "EpisodeRecord", "RolloutResult", "check_compatible", "rollout", "sanitize_action"]
+
+EnvFactory = Callable[..., Any]
+
+
+@dataclass
+class EpisodeRecord:
+    """One closed-loop episode. ``rewards`` has one entry per executed step (kept out of JSON)."""
+
+    task: str
+    seed: int
+    success: bool = False
+    episode_return: float = 0.0
+    length: int = 0
+    error: str | None = None
+    malformed: int = 0
+    nonfinite_actions: int = 0
+    first_success_step: int | None = None
+    latency_s: list[float] = field(default_factory=list)  # one per policy call that served this episode
+    tokens: list[float] = field(default_factory=list)  # mean tokens per chunk of each call, when reported
+    wall_s: float = 0.0  # this episode's share of its batch's wall time (simulation + policy)
+    rewards: list[float] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        del out["rewards"]
+        return out
+
+
+@dataclass
+class RolloutResult:
+    """Episode records in (task, seed) order, and rendered frames ``(t, H, W, 3)`` per recorded episode."""
+
+    episodes: list[EpisodeRecord]
+    frames: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+
+
+def sanitize_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Clip an action into ``[low, high]``; NaN becomes the center, +-inf the bound. Says if any was non-finite."""
+    a = np.asarray(action, dtype=np.float64)
+    bad = not bool(np.all(np.isfinite(a)))
+    if bad:
+        a = np.where(np.isnan(a), (low + high) / 2.0, a)
+    return np.clip(a, low, high), bad
+
+
+def _default_factory() -> EnvFactory:
+    from eval.envs import make_env
+
+    return make_env
+
+
+def _env_dims(env: Any) -> tuple[int, int | None]:
+    """(action dim, state dim) of a Box-spaced environment."""
+    obs_space = getattr(env, "observation_space", None)
+    shape = getattr(obs_space, "shape", None)
+    return int(env.action_space.shape[0]), (int(shape[0]) if shape else None)
+
+
+def check_compatible(policy: Any, env: Any, n_action_steps: int) -> None:
+    """Reject a policy that cannot drive ``env`` before any rollout: action/state dims, chunk length."""
+    action_dim, state_dim = _env_dims(env)
+    if int(policy.action_dim) != action_dim:
+        raise ValueError(
+            f"policy action dimension {policy.action_dim} does not match the environment's {action_dim}: "
+            "this policy was trained on another robot or action space"
+        )
+    policy_state = getattr(policy, "state_dim", None)
+    if policy_state is not None and state_dim is not None and int(policy_state) != state_dim:
+        raise ValueError(f"policy expects observation.state of dimension {policy_state}, the environment gives {state_dim}")
+    if not 1 <= n_action_steps <= int(policy.chunk_size):
+        raise ValueError(f"n_action_steps must be in [1, chunk_size={policy.chunk_size}], got {n_action_steps}")
+
+
+def _error_text(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+class _Batch:
+    """Lockstep state of ``b`` environment instances of one task."""
+
+    def __init__(self, envs: list[Any], task: str, seeds: list[int], render: list[bool]) -> None:
+        self.envs, self.task = envs, task
+        self.records = [EpisodeRecord(task=task, seed=int(s)) for s in seeds]
+        self.obs: list[np.ndarray | None] = [None] * len(seeds)
+        self.active = [True] * len(seeds)
+        self.plan: list[np.ndarray | None] = [None] * len(seeds)
+        self.frames: list[list[np.ndarray] | None] = [[] if r else None for r in render]
+
+    def fail(self, i: int, e: BaseException) -> None:
+        self.records[i].error = _error_text(e)
+        self.active[i] = False
+
+    def render(self, i: int) -> None:
+        """Keep a frame of instance i if it is being recorded (a render failure fails the episode)."""
+        if self.frames[i] is not None:
+            self.frames[i].append(np.asarray(self.envs[i].render()))
+
+    def reset(self) -> None:
+        for i, (env, rec) in enumerate(zip(self.envs, self.records)):
+            try:
+                self.obs[i], _ = env.reset(seed=rec.seed)
+                self.render(i)
+            except Exception as e:  # noqa: BLE001 - any simulator failure is recorded, not raised
+                self.fail(i, e)
+
+    def running(self) -> list[int]:
+        return [i for i, a in enumerate(self.active) if a]
+
+
+def _plan(policy: Any, batch: _Batch, rows: list[int], description: str, n_action_steps: int) -> None:
+    """One policy call for every running instance; stores each row's chunk and the call's stats."""
+    states = np.stack([np.asarray(batch.obs[i], dtype=np.float64) for i in rows])  # (b, s)
+    query = {"observation.state": states, "task": [description] * len(rows), "task_name": [batch.task] * len(rows)}
+    start = time.perf_counter()
+    chunks = np.asarray(policy.predict_action_chunk(query))
+    latency = time.perf_counter() - start
+    expected = (len(rows), n_action_steps, int(policy.action_dim))
+    if chunks.ndim != 3 or chunks.shape[0] != len(rows) or chunks.shape[1] < n_action_steps or chunks.shape[2] != expected[2]:
+        raise ValueError(f"policy returned chunks of shape {chunks.shape}; expected (b={len(rows)}, h>={n_action_steps}, d={expected[2]})")
+    stats = getattr(policy, "last_stats", None) or {}
+    per_row = stats.get("malformed_per_row")
+    total = int(stats.get("malformed", 0) or 0)
+    tokens = stats.get("tokens_per_chunk")
+    for j, i in enumerate(rows):
+        batch.plan[i] = chunks[j]
+        batch.records[i].latency_s.append(latency)
+        if tokens is not None:
+            batch.records[i].tokens.append(float(tokens))
+        if per_row is not None:
+            batch.records[i].malformed += int(per_row[j])
+        elif j == 0:  # without per-row counts the batch total goes to its first row; totals stay exact
+            batch.records[i].malformed += total
+
+
+def _step(batch: _Batch, i: int, action: np.ndarray, t: int, stop_on_success: bool) -> None:
+    env, rec = batch.envs[i], batch.records[i]
+    space = env.action_space
+    action, bad = sanitize_action(action, np.asarray(space.low, np.float64), np.asarray(space.high, np.float64))
+    rec.nonfinite_actions += int(bad)
+    try:
+        obs, reward, terminated, truncated, info = env.step(action.astype(space.dtype))
+        batch.obs[i] = obs
+        rec.rewards.append(float(reward))
+        rec.episode_return += float(reward)
+        rec.length += 1
+        batch.render(i)
+    except Exception as e:  # noqa: BLE001 - recorded as a failed episode; the others go on
+        batch.fail(i, e)
+        return
+    if bool(info.get("success", False)) and not rec.success:
+        rec.success, rec.first_success_step = True, t + 1
+    if terminated or truncated or (stop_on_success and rec.success):
+        batch.active[i] = False
+
+
+def _run_batch(
+    policy: Any, batch: _Batch, description: str, n_action_steps: int, max_steps: int, stop_on_success: bool
+) -> None:
+    start = time.perf_counter()
+    if hasattr(policy, "reset"):
+        policy.reset()
+    batch.reset()
+    for t in range(max_steps):
+        rows = batch.running()
+        if not rows:
+            break
+        if t % n_action_steps == 0:
+            _plan(policy, batch, rows, description, n_action_steps)
+        for i in rows:
+            _step(batch, i, batch.plan[i][t % n_action_steps], t, stop_on_success)
+    share = (time.perf_counter() - start) / len(batch.records)
+    for rec in batch.records:
+        rec.wall_s = share
+
+
+class EnvPool:
+    """Environment instances kept across rollouts, keyed by (family, task, creation kwargs).
+
+    Why: building a Meta-World env costs seconds (MT1 samples 50 layouts), far more than an
+    episode, and ``reset(seed=k)`` gives the same initial state whatever the instance did before,
+    so the expert and every policy of a run can share instances. Use as a context manager, or call
+    ``close()``.
+    """
+
+    def __init__(self, factory: EnvFactory | None = None) -> None:
+        self.factory = factory
+        self._envs: dict[tuple[str, str, tuple], list[Any]] = {}
+
+    def get(self, env_name: str, task: str, n: int, seed: int, kwargs: dict[str, Any] | None = None) -> list[Any]:
+        """``n`` instances of ``task`` (created on first use with ``make_env(env_name, task, seed=seed, **kwargs)``)."""
+        factory = self.factory or _default_factory()
+        key = (env_name, task, tuple(sorted((kwargs or {}).items())))
+        envs = self._envs.setdefault(key, [])
+        while len(envs) < n:
+            envs.append(factory(env_name, task, seed=seed, **(kwargs or {})))
+        return envs[:n]
+
+    def close(self) -> None:
+        for envs in self._envs.values():
+            for env in envs:
+                _close(env)
+        self._envs.clear()
+
+    def __enter__(self) -> "EnvPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def rollout(
+    policy: Any,
+    env_name: str,
+    tasks: Sequence[str],
+    seeds: Iterable[int],
+    *,
+    n_action_steps: int | None = None,
+    max_steps: int = 200,
+    n_envs: int = 4,
+    stop_on_success: bool = False,
+    render_episodes: int = 0,
+    render_kwargs: dict[str, Any] | None = None,
+    progress: bool = False,
+    env_factory: EnvFactory | None = None,
+    pool: EnvPool | None = None,
+) -> RolloutResult:
+    """Roll ``policy`` out on every task for every seed; returns one record per (task, seed).
+
+    ``n_action_steps`` defaults to the policy's chunk size; ``render_episodes`` keeps frames of the
+    first that many seeds per task, creating the envs with ``render_kwargs`` (default
+    ``render_mode="rgb_array"``; needs a renderer: ``MUJOCO_GL=egl`` on a headless machine).
+    Environments come from ``pool`` when given (and stay open), else from a pool of this call.
+    """
+    from tqdm import tqdm
+
+    from eval import envs as env_registry
+
+    seeds = [int(s) for s in seeds]
+    n_steps = int(n_action_steps or policy.chunk_size)
+    if max_steps < 1 or n_envs < 1 or not seeds:
+        raise ValueError(f"need max_steps >= 1, n_envs >= 1 and at least one seed; got {max_steps}, {n_envs}, {len(seeds)} seeds")
+    own_pool = pool is None
+    pool = EnvPool(env_factory) if own_pool else pool
+    render = (render_kwargs or {"render_mode": "rgb_array"}) if render_episodes > 0 else None
+    result = RolloutResult(episodes=[])
+    bar = tqdm(total=len(tasks) * len(seeds), desc="rollout", disable=not progress)
+    try:
+        for task in tasks:
+            envs = pool.get(env_name, task, min(n_envs, len(seeds)), seeds[0], render)
+            check_compatible(policy, envs[0], n_steps)
+            description = env_registry.task_description(env_name, task)
+            for lo in range(0, len(seeds), n_envs):
+                batch_seeds = seeds[lo : lo + n_envs]
+                filmed = [lo + j < render_episodes for j in range(len(batch_seeds))]
+                batch = _Batch(envs[: len(batch_seeds)], task, batch_seeds, filmed)
+                _run_batch(policy, batch, description, n_steps, max_steps, stop_on_success)
+                _collect(result, batch)
+                bar.update(len(batch_seeds))
+                bar.set_postfix(task=task, success=f"{np.mean([e.success for e in batch.records]):.2f}")
+    finally:
+        bar.close()
+        if own_pool:
+            pool.close()
+    return result
+
+
+def _collect(result: RolloutResult, batch: _Batch) -> None:
+    result.episodes.extend(batch.records)
+    for rec, frames in zip(batch.records, batch.frames):
+        if frames:
+            result.frames[(batch.task, rec.seed)] = np.stack(frames)
+
+
+def _close(env: Any) -> None:
+    try:
+        env.close()
+    except Exception:  # noqa: BLE001 - closing a broken simulator must not fail the report
+        pass
+
