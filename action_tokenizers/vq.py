@@ -25,14 +25,11 @@ torch state dict via ``safetensors.torch``; never pickled).
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -41,7 +38,8 @@ from action_tokenizers.smoothness import PositionGroup, code_usage
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
+
+    from action_tokenizers.vq_model import ChunkAutoencoder
 
 QUANTIZERS = ("rvq", "fsq")
 MODEL_FILE = "model.safetensors"
@@ -71,7 +69,7 @@ class VQConfig(TokenizerConfig):
     """Most optimizer steps (each on one batch)."""
     batch_size: int = 256
     """Chunks per optimizer step."""
-    lr: float = 1e-3
+    lr: float = 3e-3
     """Adam learning rate (cosine-decayed to a tenth over max_steps)."""
     eval_every: int = 100
     """Steps between held-out evaluations (early stopping)."""
@@ -120,7 +118,7 @@ class VQConfig(TokenizerConfig):
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if not 0.0 <= self.dead_code_threshold < 1.0:
             raise ValueError(f"dead_code_threshold must be in [0, 1), got {self.dead_code_threshold}")
-        if not self.device.split(":")[0] in ("cpu", "cuda", "mps"):
+        if self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
             raise ValueError(f"device must be cpu, cuda[:i] or mps, got {self.device!r}")
 
     @property
@@ -174,21 +172,24 @@ class VQTokenizer(ActionTokenizer):
     def _fit(self, x: np.ndarray) -> None:
         import torch
 
+        from action_tokenizers.vq_model import deterministic_torch, train
+
         cfg = self.config
-        train, held = _split_held_out(x.shape[0], cfg.held_out_fraction, cfg.seed)
-        self._check_data_size(len(train))
+        train_idx, held_idx = split_held_out(x.shape[0], cfg.held_out_fraction, cfg.seed)
+        self._check_data_size(len(train_idx))
         start = time.perf_counter()
-        with _deterministic_torch(cfg.seed, cfg.threads):
+        with deterministic_torch(cfg.seed, cfg.threads, cfg.device):
             model = self._build_model().to(cfg.device)
             data = torch.as_tensor(x, dtype=torch.float32, device=cfg.device)
-            result = _train(model, data[train], data[held] if len(held) else None, cfg)
-        self.model = model.eval()
+            held = data[torch.as_tensor(held_idx)] if len(held_idx) else None
+            result = train(model, data[torch.as_tensor(train_idx)], held, cfg)
+        self.model = model
         codes = self._codes(x)
         usage = [code_usage(codes[:, :, lv].ravel(), cfg.codes_per_level) for lv in range(cfg.levels)]
         self.metrics.update({
             **result,
-            "train_chunks": int(len(train)),
-            "held_out_chunks": int(len(held)),
+            "train_chunks": int(len(train_idx)),
+            "held_out_chunks": int(len(held_idx)),
             "fit_seconds": round(time.perf_counter() - start, 3),
             "codebook_usage": [u.share_used for u in usage],
             "codebook_perplexity": [u.perplexity for u in usage],
@@ -207,8 +208,9 @@ class VQTokenizer(ActionTokenizer):
             )
 
     def _build_model(self) -> "ChunkAutoencoder":
-        cfg = self.config
-        return ChunkAutoencoder(self.chunk_size, self.action_dim, cfg)
+        from action_tokenizers.vq_model import ChunkAutoencoder
+
+        return ChunkAutoencoder(self.chunk_size, self.action_dim, self.config)
 
     # ------------------------------------------------------------------ encode / decode
     def _codes(self, x: np.ndarray) -> np.ndarray:
@@ -219,7 +221,7 @@ class VQTokenizer(ActionTokenizer):
         with torch.no_grad():
             for i in range(0, x.shape[0], _BATCH_INFER):
                 xb = torch.as_tensor(x[i:i + _BATCH_INFER], dtype=torch.float32, device=self.config.device)
-                out.append(self.model.quantizer.encode(self.model.encode(xb)).cpu().numpy())
+                out.append(self.model.codes(xb).cpu().numpy())
         if not out:
             return np.zeros((0, self.config.groups, self.config.levels), dtype=np.int64)
         return np.concatenate(out).astype(np.int64)
@@ -258,8 +260,8 @@ class VQTokenizer(ActionTokenizer):
         import torch
 
         with torch.no_grad():
-            z = self.model.encode(torch.zeros(1, self.chunk_size, self.action_dim, device=self.config.device))
-            return self.model.quantizer.decode_levels(self.model.quantizer.encode(z)).sum(-2)[0]
+            codes = self.model.codes(torch.zeros(1, self.chunk_size, self.action_dim, device=self.config.device))
+            return self.model.quantizer.decode_levels(codes).sum(-2)[0]
 
     def _decode(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
         t, n = self.tokens_per_chunk, len(seqs)
@@ -314,3 +316,31 @@ class VQTokenizer(ActionTokenizer):
         if bad:
             raise ValueError(f"{path} holds non-finite values in {bad}: the weights are corrupted")
         self.model = model.to(self.config.device).eval()
+
+
+# (groups, levels, codebook_size) swept for the rate-distortion plot: codebook size, depth and
+# groups each varied around the default (2, 2, 256); tokens per chunk 1..8.
+SWEEP = ((1, 1, 64), (2, 1, 256), (2, 2, 16), (2, 2, 64), (2, 2, 256), (2, 3, 256), (4, 2, 256))
+
+
+def sweep_settings(max_steps: int = 1500, **overrides: Any) -> list[tuple[str, Callable[[], VQTokenizer]]]:
+    """``(label, factory)`` pairs for the rate-distortion sweep (see ``SWEEP``); shorter training than the default.
+
+    Each setting needs at least ``codebook_size / groups`` training chunks (256 for the largest).
+    """
+    def make(g: int, lv: int, k: int) -> Callable[[], VQTokenizer]:
+        return lambda: VQTokenizer(groups=g, levels=lv, codebook_size=k, max_steps=max_steps, **overrides)
+
+    return [(f"rvq g{g} L{lv} K{k}", make(g, lv, k)) for g, lv, k in SWEEP]
+
+
+def split_held_out(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, held_out): random blocks of 32 consecutive chunks held out; none if < 2 blocks."""
+    blocks = np.arange(n) // _HELD_OUT_BLOCK
+    n_blocks = int(blocks[-1]) + 1 if n else 0
+    n_held = int(round(fraction * n_blocks))
+    if n_blocks < 2 or n_held == 0:
+        return np.arange(n), np.zeros(0, dtype=np.int64)
+    held_blocks = np.random.default_rng(seed).choice(n_blocks, size=min(n_held, n_blocks - 1), replace=False)
+    held = np.isin(blocks, held_blocks)
+    return np.flatnonzero(~held), np.flatnonzero(held)

@@ -139,6 +139,23 @@ def tokenizer_specs(quick: bool) -> list[Spec]:
                           lambda h, d, n=n: project_codec(BinningTokenizer(n_bins=n, normalization="identity")),
                           {"n_bins": n}, n == 256))
     specs.append(Spec("OpenVLA-reference 256", "binning-reference", openvla_codec, {"n_bins": 256}, True))
+    specs += vq_specs(quick)
+    return specs
+
+
+def vq_specs(quick: bool) -> list[Spec]:
+    """VQ at its default (rvq, 2 groups x 2 levels x 256 codes) and swept over codebook size, levels, groups."""
+    from action_tokenizers.vq import VQTokenizer
+
+    default = (2, 2, 256)
+    sweep = (default,) if quick else ((1, 1, 64), (2, 1, 256), (2, 2, 64), default, (2, 3, 256), (4, 2, 256))
+    specs = []
+    for g, lv, k in sweep:
+        steps = 300 if quick else (3000 if (g, lv, k) == default else 1500)
+        specs.append(Spec(f"VQ rvq g{g} L{lv} K{k}", "vq",
+                          lambda h, d, g=g, lv=lv, k=k, s=steps: project_codec(VQTokenizer(
+                              groups=g, levels=lv, codebook_size=k, max_steps=s, normalization="identity")),
+                          {"groups": g, "levels": lv, "codebook_size": k, "max_steps": steps}, (g, lv, k) == default))
     return specs
 
 

@@ -2,8 +2,8 @@
 
 Usage (about 10 minutes on 2 CPU cores; ``--quick`` for a smoke run)::
 
-    python benchmarks/vq_sweep.py --out runs/bench/vq_sweep
-    python benchmarks/vq_sweep.py --so101 ../shared/data/so101_record_test --metaworld runs/demos
+    MUJOCO_GL=egl HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/vq_sweep.py --out runs/bench/vq_sweep
+    .venv/bin/python benchmarks/vq_sweep.py --metaworld runs/demos --quick
 
 For each dataset (chunks of ``h`` steps, split by episode: every fifth episode, at least one, is
 the test set) it fits
@@ -22,6 +22,7 @@ error), codebook usage, and encode/decode time of 10,000 chunks. Writes ``result
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,11 +31,16 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from action_tokenizers.base import ActionTokenizer
-from action_tokenizers.io import atomic_directory, write_json
-from action_tokenizers.smoothness import SmoothnessConfig, smoothness_report
-
 REPO = Path(__file__).resolve().parents[1]
+# Run as a script, this folder comes first on sys.path and benchmarks/tokenizers.py would shadow the
+# `tokenizers` package: drop the folder, put the repo root there instead.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from action_tokenizers.base import ActionTokenizer  # noqa: E402
+from action_tokenizers.io import atomic_directory, write_json  # noqa: E402
+from action_tokenizers.smoothness import SmoothnessConfig, smoothness_report  # noqa: E402
 BINS = (2, 4, 8, 16, 32, 64, 128, 256)
 FAST_SCALES = (2.0, 10.0, 50.0)
 SPEED_CHUNKS = 10_000
