@@ -6,7 +6,12 @@ Heavy modules (torch, tokenizers, LeRobot) load only when the name that needs th
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
+
+# LeRobot logs a page-long traceback when torchcodec's FFmpeg libraries are missing. This toolkit
+# reads actions and state only and never decodes video, so that warning is noise here.
+logging.getLogger("lerobot.utils.import_utils").setLevel(logging.ERROR)
 
 __all__ = [
     "ActionTokenizer",

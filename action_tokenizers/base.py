@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from array import array
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -215,7 +217,9 @@ class ActionTokenizer(ABC):
         x, malformed, reasons = self._decode(seqs)
         malformed = np.asarray(malformed, dtype=bool) | (np.asarray(out_of_range) != "")
         reasons = [_join(a, b) for a, b in zip(out_of_range, reasons)]
-        x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=1.0, neginf=-1.0)
+        x = np.asarray(x, dtype=np.float64)
+        if not np.isfinite(x).all():  # the check is several times cheaper than nan_to_num
+            x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)
         return Decoded(self.normalizer.unnormalize(x), malformed, reasons)
 
     # ------------------------------------------------------------------ checks
@@ -243,24 +247,54 @@ class ActionTokenizer(ABC):
         return x
 
     def _check_tokens(self, tokens: TokenIds) -> tuple[list[np.ndarray], list[str]]:
+        """Validate a batch of id sequences: int64 arrays clamped to ``[-1, vocab_size]``, plus a note per sequence.
+
+        A batch of plain int lists (what ``encode`` and LM generation return) is checked in one flat
+        pass; anything else (numpy rows, other iterables, non-int values) takes the per-token path,
+        which gives the same results and names the first bad value.
+        """
         if isinstance(tokens, np.ndarray):
             if tokens.ndim != 2:
                 raise ValueError(f"token array must be 2-D (n, t), got shape {tokens.shape}")
+            if tokens.dtype.kind in "iu" and tokens.size:
+                n, t = tokens.shape
+                flat = tokens.reshape(-1).astype(np.int64)  # uint64 beyond int64 wraps negative: still out of range
+                return self._split_checked(flat, np.full(n, t, dtype=np.int64))
             tokens = tokens.tolist()
+        batch = _flatten_int_lists(tokens)
+        if batch is not None:
+            return self._split_checked(*batch)
+        return self._check_tokens_each(tokens)
+
+    def _split_checked(self, flat: np.ndarray, lengths: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
+        """Flat ids (int64) and per-sequence lengths -> clamped per-sequence views and out-of-range notes."""
+        v = self.vocab_size
+        ends = np.cumsum(lengths).tolist()
+        starts = [0, *ends[:-1]]
+        bad = (flat < 0) | (flat >= v)
+        if not bad.any():  # the common case: nothing to clamp or report
+            return [flat[a:b] for a, b in zip(starts, ends)], [""] * len(ends)
+        flat = np.clip(flat, -1, v)
+        n_bad = np.concatenate(([0], np.cumsum(bad)))
+        n_bad = (n_bad[ends] - n_bad[starts]).tolist()
+        seqs = [flat[a:b] for a, b in zip(starts, ends)]
+        return seqs, [f"{k} id(s) outside [0, {v})" if k else "" for k in n_bad]
+
+    def _check_tokens_each(self, tokens: TokenIds) -> tuple[list[np.ndarray], list[str]]:
+        """The careful path: one sequence, and where needed one token, at a time; names the first bad value."""
         v = self.vocab_size
         seqs, out_of_range = [], []
         for i, seq in enumerate(tokens):
+            if isinstance(seq, np.ndarray) and seq.ndim == 1 and seq.dtype.kind in "iu":  # int rows: vectorized
+                arr = seq.astype(np.int64)
+                n_bad = int(np.count_nonzero((arr < 0) | (arr >= v)))
+                seqs.append(np.clip(arr, -1, v))
+                out_of_range.append(f"{n_bad} id(s) outside [0, {v})" if n_bad else "")
+                continue
             if isinstance(seq, np.ndarray):
                 seq = seq.tolist()
             if isinstance(seq, (str, bytes)) or not hasattr(seq, "__iter__"):
                 raise TypeError(f"sequence {i} must be a list of ints, got {type(seq).__name__}")
-            fast = np.asarray(seq) if isinstance(seq, list) else None  # vectorized path for plain int lists
-            if fast is not None and fast.ndim == 1 and fast.dtype.kind == "i" and fast.size:
-                arr = np.clip(fast.astype(np.int64), -1, v)
-                n_bad = int(np.count_nonzero((arr < 0) | (arr >= v)))
-                seqs.append(arr)
-                out_of_range.append(f"{n_bad} id(s) outside [0, {v})" if n_bad else "")
-                continue
             ints = []
             for tok in seq:
                 if isinstance(tok, (bool, np.bool_)) or not isinstance(tok, (int, np.integer)):
@@ -373,6 +407,25 @@ def _is_single_sequence(tokens: TokenIds) -> bool:
     if isinstance(tokens, (list, tuple)):
         return len(tokens) > 0 and isinstance(tokens[0], (int, np.integer))
     return False
+
+
+def _flatten_int_lists(tokens: TokenIds) -> tuple[np.ndarray, np.ndarray] | None:
+    """Lists/tuples of Python (or numpy) ints -> (flat int64 ids, lengths) in one pass; None if anything else.
+
+    ``array('q', ...)`` rejects floats, strings, None and ints beyond int64 (the per-token path then
+    raises or clamps as usual); bools pass it as 0/1, so the few 0/1 values are checked by type.
+    """
+    if not isinstance(tokens, (list, tuple)) or not set(map(type, tokens)) <= {list, tuple}:
+        return None
+    flat = list(chain.from_iterable(tokens))
+    try:
+        ids = np.frombuffer(array("q", flat), dtype=np.int64)
+    except (TypeError, OverflowError):
+        return None
+    for i in np.flatnonzero(ids.view(np.uint64) <= 1).tolist():  # 0 or 1 (negatives wrap to huge)
+        if isinstance(flat[i], (bool, np.bool_)):
+            return None
+    return ids, np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
 
 
 def _join(a: str, b: str) -> str:

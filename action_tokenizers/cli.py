@@ -22,21 +22,11 @@ import numpy as np
 from action_tokenizers.auto import FAMILIES, AutoActionTokenizer, tokenizer_class
 from action_tokenizers.base import ActionTokenizer, TokenizerConfig
 from action_tokenizers.binning import BinningConfig
+from action_tokenizers.fast import FASTConfig
+from action_tokenizers.vq import VQConfig
 from action_tokenizers.io import atomic_directory, write_json
 
 
-def _family_configs() -> dict[str, type[TokenizerConfig]]:
-    """Config dataclass per family that imports here (FAST and VQ load their heavy parts lazily)."""
-    configs: dict[str, type[TokenizerConfig]] = {"binning": BinningConfig}
-    for family, module, name in (("fast", "action_tokenizers.fast", "FASTConfig"), ("vq", "action_tokenizers.vq", "VQConfig")):
-        try:
-            configs[family] = getattr(__import__(module, fromlist=[name]), name)
-        except ImportError:
-            pass
-    return configs
-
-
-_CONFIGS = _family_configs()
 
 
 @dataclass
@@ -72,16 +62,15 @@ class FitConfig(DataArgs):
     progress: bool = True
     """Show progress bars."""
     binning: BinningConfig = field(default_factory=BinningConfig)
-    if "fast" in _CONFIGS:
-        fast: _CONFIGS["fast"] = field(default_factory=_CONFIGS["fast"])
-    if "vq" in _CONFIGS:
-        vq: _CONFIGS["vq"] = field(default_factory=_CONFIGS["vq"])
+    """Binning options (used with --tokenizer binning)."""
+    fast: FASTConfig = field(default_factory=FASTConfig)
+    """FAST options (used with --tokenizer fast)."""
+    vq: VQConfig = field(default_factory=VQConfig)
+    """VQ options (used with --tokenizer vq)."""
 
     def __post_init__(self) -> None:
         if self.tokenizer not in FAMILIES:
             raise ValueError(f"--tokenizer must be one of {sorted(FAMILIES)}, got {self.tokenizer!r}")
-        if self.tokenizer not in _CONFIGS:
-            raise ValueError(f"tokenizer family {self.tokenizer!r} is not available in this installation")
         if not self.dataset:
             raise ValueError("--dataset is required (a LeRobot v3 dataset root or Hub repo id)")
         if not 0.0 <= self.eval_fraction < 1.0:

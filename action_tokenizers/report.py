@@ -29,11 +29,11 @@ def default_sweep(families: tuple[str, ...]) -> SweepSettings:
 
     sweep: SweepSettings = {}
     if "binning" in families:
-        cls = tokenizer_class("binning")
-        sweep["binning"] = [(f"{n} bins", lambda n=n: cls(n_bins=n)) for n in (4, 8, 16, 32, 64, 128, 256)]
+        binning = tokenizer_class("binning")
+        sweep["binning"] = [(f"{n} bins", lambda n=n: binning(n_bins=n)) for n in (4, 8, 16, 32, 64, 128, 256)]
     if "fast" in families:
-        cls = tokenizer_class("fast")
-        sweep["fast"] = [(f"scale {s}", lambda s=s: cls(scale=s)) for s in (2.0, 5.0, 10.0, 20.0, 50.0)]
+        fast = tokenizer_class("fast")
+        sweep["fast"] = [(f"scale {s}", lambda s=s: fast(scale=s)) for s in (2.0, 5.0, 10.0, 20.0, 50.0)]
     if "vq" in families:
         sweep["vq"] = _vq_sweep()
     return sweep
@@ -182,7 +182,11 @@ def smoothness_of(tok: ActionTokenizer, test: np.ndarray, seed: int = 0) -> dict
     except ImportError:
         return None
     result = smoothness.smoothness_report(tok, test, seed=seed)
-    return asdict(result) if hasattr(result, "__dataclass_fields__") else dict(result)
+    flat = {k: v for k, v in asdict(result).items() if k not in ("error", "usage")}
+    flat["worst_to_mean_error"] = result.error.worst_to_mean
+    flat["usage"] = [{"group": u.group.name, "share_used": u.usage.share_used, "perplexity": u.usage.perplexity}
+                     for u in result.usage]
+    return flat
 
 
 def write_report(out: Path, tokenizers: list[tuple[str, ActionTokenizer]], test: np.ndarray,

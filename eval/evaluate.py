@@ -16,6 +16,8 @@ demo collector's seeds, so the policy is tested on initial states it was not tra
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import platform
 import time
@@ -242,8 +244,11 @@ def _meta(cfg: EvalConfig, seconds: float, episodes: int) -> dict[str, Any]:
     }
 
 
-def run_eval(cfg: EvalConfig) -> dict[str, Any]:
-    """Evaluate ``cfg.policy`` (and the expert on the same seeds); write the report; return results."""
+def run_eval(cfg: EvalConfig, pool: EnvPool | None = None) -> dict[str, Any]:
+    """Evaluate ``cfg.policy`` (and the expert on the same seeds); write the report; return results.
+
+    ``pool`` lets several evaluations share environment instances (the main job passes one).
+    """
     from eval.envs import env_spec
 
     start = time.perf_counter()
@@ -253,7 +258,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         raise ValueError("'meta' is reserved for run metadata in results.json; pass another --name")
     check_policy(policy, cfg)  # before any rollout, the expert's included
     is_expert = isinstance(policy, ExpertPolicy)
-    with EnvPool() as pool:
+    with contextlib.nullcontext(pool) if pool is not None else EnvPool() as pool:
         expert = evaluate_policy(policy if is_expert else ExpertPolicy(cfg.env), cfg, EXPERT, pool=pool)
         evaluations = [expert] if is_expert else [evaluate_policy(policy, cfg, name, expert.rollout, pool), expert]
     results: dict[str, Any] = {ev.name: ev.entry for ev in evaluations}

@@ -239,17 +239,20 @@ def regression_stage(cfg: RunConfig, p: Preset, demos: Stage, log: dict) -> Stag
 def eval_stage(cfg: RunConfig, p: Preset, policies: dict[str, Stage], log: dict) -> dict[str, Any]:
     """Roll out every policy and the expert on the same seeds; returns the merged results."""
     from eval.evaluate import EXPERT, EvalConfig, run_eval
+    from eval.rollout import EnvPool
 
     merged: dict[str, Any] = {}
+    pool = EnvPool()  # environments are built once and shared by every evaluation (they cost seconds each)
     for name, stage in policies.items():
         ev = EvalConfig(policy=str(stage.path), tasks=p.tasks, episodes=p.eval_episodes, out=cfg.out / "eval" / name,
                         seed=1000 + cfg.seed, n_action_steps=p.n_action_steps, n_envs=p.n_envs,
                         max_steps=p.max_steps, name=name, progress=cfg.progress)
         ev_stage = Stage(ev.out, {"policy": stage.fingerprint, "eval": _portable(dataclasses.asdict(ev))})
-        run_stage(ev_stage, f"eval {name}", lambda ev=ev: run_eval(ev), log)
+        run_stage(ev_stage, f"eval {name}", lambda ev=ev: run_eval(ev, pool=pool), log)
         results = read_json(ev.out / "results.json")
         merged[name] = results[name]
         merged.setdefault(EXPERT, results[EXPERT])  # same seeds in every eval: one expert reference
+    pool.close()
     return merged
 
 

@@ -34,6 +34,19 @@ def smooth_chunks(n: int, h: int = H, d: int = D, seed: int = 0) -> np.ndarray:
     return np.clip(x + rng.normal(0.0, 0.01, x.shape), -1.0, 1.0)
 
 
+def real_looking_chunks(n: int, h: int = 10, d: int = 4, seed: int = 0) -> np.ndarray:
+    """Chunks like Meta-World's and SO-101's at h = 10: the arm near one of a few poses, half of them
+    drifting slowly, tiny noise. FAST packs them into ~3-8 tokens; often one token carries every
+    non-zero coefficient, so deleting it left the published decoder nothing but zeros.
+    """
+    rng = np.random.default_rng(seed)
+    poses = rng.uniform(-0.8, 0.8, (6, 1, d))
+    t = np.arange(h)[None, :, None]
+    drift = rng.normal(0.0, 0.01, (n, 1, d)) * t * (rng.random((n, 1, 1)) < 0.5)
+    x = poses[rng.integers(len(poses), size=n)] + rng.normal(0.0, 0.01, (n, 1, d)) + drift
+    return np.clip(x + rng.normal(0.0, 0.002, (n, h, d)), -1.0, 1.0)
+
+
 @pytest.fixture(scope="module")
 def data() -> np.ndarray:
     return smooth_chunks(600)
@@ -214,7 +227,7 @@ def test_unknown_ids_skipped_and_empty_sequence(fitted, data):
     assert report.malformed.all()
     np.testing.assert_allclose(report.actions[0], fitted.decode([ids])[0])  # unknowns skipped exactly
     assert "outside" in report.reasons[0]
-    assert np.all(np.isfinite(report.actions[1]))  # nothing usable: the normalized centre
+    assert np.all(np.isfinite(report.actions[1]))  # nothing usable: the fit data's mean chunk
     with pytest.raises(MalformedTokensError):
         fitted.decode([[]], strict=True)
 
@@ -222,7 +235,152 @@ def test_unknown_ids_skipped_and_empty_sequence(fitted, data):
 def test_decode_needs_no_encode_state(fitted, data, tmp_path):
     ids = fitted.encode(data[400:410])
     fresh = FASTTokenizer.from_pretrained(fitted.save_pretrained(tmp_path / "tok"))
-    np.testing.assert_allclose(fresh.decode(ids), fitted.decode(ids))
+    np.testing.assert_array_equal(fresh.decode(ids), fitted.decode(ids))
+    broken = [s[:2] + s[3:] for s in ids]  # the realignment statistics travel with the directory
+    np.testing.assert_array_equal(fresh.decode(broken), fitted.decode(broken))
+
+
+# ---------------------------------------------------------------------- corruption on short sequences
+@pytest.fixture(scope="module")
+def short() -> tuple[FASTTokenizer, np.ndarray, list[list[int]]]:
+    x = real_looking_chunks(700)
+    tok = FASTTokenizer(vocab_size=512).fit(x[:500])
+    return tok, x[500:], tok.encode(x[500:])
+
+
+def _published_rule(tok: FASTTokenizer, seq: list[int]) -> np.ndarray:
+    """What reading survivors from position 0 gives (missing trailing coefficients as 0): the old decode."""
+    chars = [ord(ch) for i in seq for ch in tok.bpe.id_to_token(i)]
+    q = np.zeros(tok.n_coefficients)
+    q[:len(chars)] = np.asarray(chars[:q.size]) + tok.min_token
+    return tok.normalizer.unnormalize(tok.from_coefficients(q[None])[0])
+
+
+def test_one_deleted_token_never_gives_zero_chunk(short):
+    tok, x, ids = short
+    assert np.mean([len(s) for s in ids]) < 10  # short sequences, as on real data
+    deleted, truth = [], []
+    for seq, chunk in zip(ids, x):
+        for p in range(len(seq)):  # every position of every sequence
+            deleted.append(seq[:p] + seq[p + 1:])
+            truth.append(chunk)
+    truth = np.asarray(truth)
+    report = tok.decode_with_report(deleted)
+    assert report.malformed.all() and np.all(np.isfinite(report.actions))
+    assert not _is_zero_chunk(tok, report.actions).any()
+    old = np.stack([_published_rule(tok, s) for s in deleted])
+    assert _is_zero_chunk(tok, old).mean() > 0.05  # the case the fix is for really occurs here
+    err = np.abs(tok.normalizer.normalize(report.actions) - tok.normalizer.normalize(truth)).mean()
+    err_old = np.abs(tok.normalizer.normalize(old) - tok.normalizer.normalize(truth)).mean()
+    spread = np.abs(tok.normalizer.normalize(truth) - tok.normalizer.normalize(truth).mean(0)).mean()
+    assert err < 0.9 * err_old and err < spread  # better than the old rule and than guessing the mean chunk
+
+
+def test_one_substituted_token_error_not_worse_than_old_rule(short):
+    tok, x, ids = short
+    rng = np.random.default_rng(1)
+    subs = []
+    for seq in ids:
+        p = int(rng.integers(len(seq)))
+        subs.append(seq[:p] + [int((seq[p] + 1 + rng.integers(tok.vocab_size - 1)) % tok.vocab_size)] + seq[p + 1:])
+    report = tok.decode_with_report(subs)
+    old = np.stack([_published_rule(tok, s) for s in subs])
+    norm = tok.normalizer.normalize
+    assert np.abs(norm(report.actions) - norm(x)).mean() <= np.abs(norm(old) - norm(x)).mean()
+
+
+@SETTINGS
+@given(st.data())
+def test_single_deletion_property(short, draw):
+    tok, x, ids = short
+    i = draw.draw(st.integers(0, len(ids) - 1))
+    p = draw.draw(st.integers(0, len(ids[i]) - 1))
+    seq = ids[i][:p] + ids[i][p + 1:]
+    report = tok.decode_with_report([seq, ids[i]])
+    assert report.malformed.tolist() == [True, False]
+    assert "placed where most likely" in report.reasons[0]
+    assert np.all(np.isfinite(report.actions)) and not _is_zero_chunk(tok, report.actions[:1]).any()
+    np.testing.assert_array_equal(report.actions[1], tok.decode([ids[i]])[0])  # batch-mates unaffected
+
+
+def test_published_dir_deletion_best_effort(tmp_path):
+    x = real_looking_chunks(600)
+    ref = ReferenceFAST.fit(list(x[:400]), vocab_size=512, time_horizon=10, action_dim=4)
+    tok = FASTTokenizer.from_pretrained(ref.save_pretrained(tmp_path / "p"))
+    assert tok.coef_mean is None  # no statistics: generic prior, zeros in gaps
+    ids = ref(x[400:])
+    np.testing.assert_array_equal(tok.decode(ids), ref.decode(ids))  # exact on well-formed ids
+    deleted = [s[1:] for s in ids]
+    report = tok.decode_with_report(deleted)
+    assert report.malformed.all() and np.all(np.isfinite(report.actions))
+    assert "set to 0" in report.reasons[0]
+    err = np.abs(report.actions - x[400:]).mean()
+    assert err < np.abs(ref.decode(deleted) - x[400:]).mean()  # better than the published all-zero fallback
+
+
+def test_directory_without_statistics_still_loads(tmp_path, short):
+    from safetensors.numpy import load_file, save_file
+
+    tok, x, ids = short
+    directory = tok.save_pretrained(tmp_path / "tok")
+    tensors = load_file(str(directory / "tensors.safetensors"))
+    assert {"fast.coef_mean", "fast.coef_std"} <= set(tensors)
+    save_file({k: v for k, v in tensors.items() if not k.startswith("fast.")}, str(directory / "tensors.safetensors"))
+    old = FASTTokenizer.from_pretrained(directory)
+    np.testing.assert_array_equal(old.decode(ids), tok.decode(ids))
+    assert np.all(np.isfinite(old.decode([s[1:] for s in ids])))
+    tensors["fast.coef_mean"] = tensors["fast.coef_mean"][:3]
+    save_file(tensors, str(directory / "tensors.safetensors"))
+    with pytest.raises(ValueError, match="fast.coef_mean.*shape"):
+        FASTTokenizer.from_pretrained(directory)
+
+
+# ---------------------------------------------------------------------- batch token validation (base class)
+def test_batch_validation_accepts_int_forms(fitted, data):
+    ids = fitted.encode(data[400:406])
+    expected = fitted.decode(ids)
+    as_numpy_ints = [[np.int64(t) if k % 2 else np.uint16(t) for k, t in enumerate(s)] for s in ids]
+    for form in (ids, tuple(tuple(s) for s in ids), as_numpy_ints, [np.asarray(s) for s in ids],
+                 [np.asarray(s, dtype=np.uint32) for s in ids]):
+        np.testing.assert_array_equal(fitted.decode(form), expected)
+    padded = np.asarray([s[:3] for s in ids], dtype=np.uint64)  # a 2-D array: one row per sequence
+    assert fitted.decode_with_report(padded).malformed.all()
+
+
+def test_batch_validation_rejects_non_ints_with_the_same_errors(fitted):
+    good = [1, 2, 3]
+    for bad, shown in ((True, "True (bool)"), (np.True_, "bool"), (1.0, "1.0 (float)"),
+                       (np.float64(2.0), "float64"), ("3", "'3' (str)"), (None, "None (NoneType)")):
+        with pytest.raises(TypeError, match=r"sequence 1 holds .*" + shown.replace("(", r"\(").replace(")", r"\)")):
+            fitted.decode([good, [4, bad, 5]])
+    with pytest.raises(TypeError, match="sequence 1 must be a list of ints, got str"):
+        fitted.decode([good, "123"])
+    with pytest.raises(TypeError, match="sequence 0 must be a list of ints, got bytes"):
+        fitted.decode([b"\x01\x02", good])
+    with pytest.raises(TypeError, match="ints"):
+        fitted.decode(np.asarray([[True, False]]))
+
+
+def test_batch_validation_huge_and_negative_ints_flagged(fitted, data):
+    ids = fitted.encode(data[400:403])
+    v = fitted.vocab_size
+    seqs = [ids[0] + [10**30], [-(10**30)] + ids[1], ids[2] + [2**63 - 1, -1, v]]
+    report = fitted.decode_with_report(seqs)
+    assert report.malformed.all()
+    assert [r.split(";")[0] for r in report.reasons] == [f"1 id(s) outside [0, {v})"] * 2 + [f"3 id(s) outside [0, {v})"]
+    np.testing.assert_array_equal(report.actions, fitted.decode(ids))  # out-of-range ids skipped exactly
+
+
+@SETTINGS
+@given(st.lists(st.lists(st.integers(-(2**65), 2**65) | st.integers(0, 300), max_size=30), max_size=8))
+def test_batch_validation_matches_careful_path(fitted, seqs):
+    fast_seqs, fast_notes = fitted._check_tokens(seqs)
+    slow_seqs, slow_notes = fitted._check_tokens_each(seqs)
+    assert fast_notes == slow_notes
+    assert len(fast_seqs) == len(slow_seqs) == len(seqs)
+    for a, b in zip(fast_seqs, slow_seqs):
+        assert a.dtype == b.dtype == np.int64
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("pretokenizer", ["none", "byte_level"])
@@ -256,5 +414,9 @@ def test_real_datasets_fit_quickly(so101_root):
 
     chunks = load_chunks(so101_root, chunk_size=10, stride=1, action_key="action").actions
     tok = FASTTokenizer().fit(chunks)
-    report = tok.decode_with_report(tok.encode(chunks[:200]))
+    ids = tok.encode(chunks[:200])
+    report = tok.decode_with_report(ids)
     assert not report.malformed.any() and chunks.shape[2] == 6
+    deleted = [s[:p] + s[p + 1:] for s in ids for p in range(len(s))]  # every single deletion
+    report = tok.decode_with_report(deleted)
+    assert report.malformed.all() and not _is_zero_chunk(tok, report.actions).any()
