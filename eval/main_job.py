@@ -50,7 +50,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(tasks=("reach-v3", "button-press-v3"), demos_per_task=4, eval_episodes=3, train_steps=30,
-                    regression_steps=100, max_steps=60, n_envs=3, hidden_size=32, n_layers=2),
+                    regression_steps=100, max_steps=100, n_envs=3, hidden_size=32, n_layers=2),
     "default": Preset(tasks=("reach-v3", "push-v3", "button-press-v3", "drawer-close-v3"), demos_per_task=20,
                       eval_episodes=10, train_steps=600, regression_steps=2000),
     "large": Preset(tasks=("reach-v3", "push-v3", "pick-place-v3", "button-press-v3", "drawer-close-v3", "door-open-v3"),
@@ -290,14 +290,14 @@ def _offline_figures(cfg: RunConfig, models: dict[str, Stage]) -> dict[str, dict
     out = {}
     for family in cfg.tokenizers:
         m = report.get(family, {})
-        train = _train_metrics(models[family].path)
+        train = _train_metrics(models[family].path).get("final", {})
         out[family] = {
             "offline": {
                 "tokens_per_chunk_mean": m.get("tokens_per_chunk_mean"),
                 "recon_mae_raw": m.get("mae_raw"),
                 "recon_max_err_raw": m.get("max_err_raw"),
                 "eps_max_norm": m.get("eps_max"),
-                "heldout_token_accuracy": train.get("eval_accuracy"),
+                "heldout_token_accuracy": train.get("eval_action_accuracy"),
                 "heldout_loss": train.get("eval_loss"),
                 "generated_recon_mae_raw": train.get("recon_mae"),
                 "vocab_size": m.get("vocab_size"),
@@ -307,10 +307,8 @@ def _offline_figures(cfg: RunConfig, models: dict[str, Stage]) -> dict[str, dict
 
 
 def _train_metrics(model_dir: Path) -> dict[str, Any]:
-    for name in ("metrics.json", "train_metrics.json"):
-        if (model_dir / name).is_file():
-            return read_json(model_dir / name)
-    return {}
+    path = model_dir / "metrics.json"
+    return read_json(path) if path.is_file() else {}
 
 
 def _machine() -> dict[str, Any]:

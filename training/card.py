@@ -1,0 +1,85 @@
+"""The README model card written into every trained policy directory."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from action_tokenizers.base import ActionTokenizer
+    from training.train import TrainConfig
+    from training.vocab import ActionVocab
+
+_MEASURED = [
+    ("eval_loss", "held-out loss"),
+    ("eval_action_accuracy", "held-out action-token accuracy"),
+    ("recon_mae", "held-out error of generated chunks (MAE, raw units)"),
+    ("tokenizer_mae", "tokenizer floor: decode(encode(chunk)) MAE"),
+    ("malformed", "malformed generated sequences"),
+    ("generated_tokens_per_chunk", "generated tokens per chunk"),
+]
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def policy_card(tok: "ActionTokenizer", vocab: "ActionVocab", cfg: "TrainConfig", meta: dict[str, Any],
+                metrics: dict[str, Any]) -> str:
+    final = metrics.get("final", {})
+    if tok.tokens_per_chunk is not None:
+        decoding = f"exactly {tok.tokens_per_chunk} action ids per chunk"
+    elif callable(getattr(tok, "token_lengths", None)) and tok.token_lengths() is not None:
+        decoding = f"length-aware: every sequence decodes to exactly {tok.chunk_size * tok.action_dim} values, then the end marker"
+    else:
+        decoding = f"until the end marker, at most {meta['max_new_tokens']} ids"
+    measured = [(label, final[k]) for k, label in _MEASURED if k in final]
+    measured += [("training throughput (tokens/s)", metrics["tokens_per_s"]),
+                 ("training time (s)", metrics["train_seconds"]), ("final train loss", metrics["train_loss"])]
+    rows = "\n".join(f"| {a} | {_fmt(b)} |" for a, b in measured)
+    config = "\n".join(f"| `{k}` | `{v}` |" for k, v in cfg.to_dict().items() if k not in ("dataset", "tokenizer", "out"))
+    return f"""---
+library_name: action-tokenizers
+tags: [robotics, vla, action-tokenizer, {tok.family}]
+---
+
+# Tokenized-action policy ({tok.family})
+
+A causal LM (`{meta["base_model"]}`, {meta["n_params"]:,} parameters) fine-tuned with next-token
+cross-entropy on action tokens from a `{type(tok).__name__}` (chunks of {tok.chunk_size} steps x
+{tok.action_dim} dimensions, {tok.tokens_per_chunk or "variable"} tokens per chunk), conditioned on the
+task text and `{meta["state_key"]}` ({meta["state_dim"]}-D, a learned projection into the embedding space).
+
+## Action ids in the LM vocabulary
+
+Local action id `i` (the action tokenizer's output) is LM id:
+
+{vocab.describe()}
+
+Sequence: `task text` + observation embedding + `begin-of-action` + action ids + `end-of-action`;
+the loss covers the action ids and the end marker only. The mapping is saved in `action_vocab.json`.
+
+Decoding is constrained: only action ids and the end marker can be generated
+({decoding}).
+
+## Measured (held-out episodes of the training dataset)
+
+| metric | value |
+|---|---|
+{rows}
+
+## Usage
+
+```python
+from training import TokenizedPolicy
+
+policy = TokenizedPolicy.from_pretrained("path/to/this/dir")
+chunks = policy.predict_action_chunk({{"{meta["state_key"]}": states, "task": ["..."] * len(states)}})  # (B, {tok.chunk_size}, {tok.action_dim})
+policy.last_stats  # malformed sequences and latency of that call
+```
+
+## Training configuration
+
+| field | value |
+|---|---|
+{config}
+"""

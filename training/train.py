@@ -1,0 +1,554 @@
+"""Fine-tune a causal LM on tokenized action chunks (next-token cross-entropy on the actions only).
+
+    action-tokenizers train --dataset runs/demos --tokenizer runs/tok-binning --out runs/train-binning
+    accelerate launch -m training.train ...   # same loop, several GPUs (see ``main``)
+
+Set-up reads top to bottom in :func:`run_train`: load the action tokenizer and the chunks (all
+input checks happen here, before any training), split episodes into train/held-out, build or
+load the LM and map the action ids into its vocabulary, build sequences, then a visible loop of
+short helpers under ``accelerate``: ``get_batch`` -> ``train_step`` -> checkpoint / evaluate.
+The output directory is self-contained (see :func:`export_policy`) and loads with
+``training.TokenizedPolicy.from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from action_tokenizers.io import atomic_directory, read_json, write_json
+from training.vocab import STRATEGIES
+
+if TYPE_CHECKING:
+    import torch
+
+    from action_tokenizers.base import ActionTokenizer
+    from action_tokenizers.data import ChunkSet
+    from training.model import BaseLM, PolicyModel
+    from training.sequences import Examples
+    from training.vocab import ActionVocab
+
+CONFIG_FILE = "train_config.json"
+METRICS_FILE = "metrics.json"
+CARD_FILE = "README.md"
+PAD_MODES = ("drop", "last")
+PRECISIONS = ("no", "bf16", "fp16")
+# Fields that may change between a run and its --resume (they do not change what is trained).
+RESUMABLE_FIELDS = ("out", "resume", "overwrite", "max_steps", "stop_after", "checkpoint_every", "eval_every",
+                    "eval_chunks", "progress", "threads")
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tune a causal LM on a tokenized LeRobot dataset."""
+
+    dataset: Path
+    """LeRobot v3 dataset root (e.g. collected Meta-World demos)."""
+    tokenizer: Path
+    """A fitted action tokenizer directory (``action-tokenizers fit``); its chunk size is used."""
+    out: Path
+    """Output directory: model, tokenizers, vocabulary mapping, metrics, model card, checkpoints."""
+    model: str | None = None
+    """Hugging Face causal LM name or path; None builds the default small Llama from a config."""
+    vocab_strategy: str = "add"
+    """Action ids in the LM vocabulary: add (new tokens) or tail (reuse the last ids, OpenVLA/pi0-FAST)."""
+    vocab_skip: int = 0
+    """tail only: ids left alone at the end of the vocabulary (pi0-FAST uses 128)."""
+    hidden_size: int = 128
+    """Default model: embedding width."""
+    n_layers: int = 4
+    """Default model: transformer blocks."""
+    n_heads: int = 4
+    """Default model: attention heads."""
+    max_steps: int = 1500
+    """Optimizer steps (the schedule spans them); ~5 min for binning on the default demo set, 2 CPU cores."""
+    stop_after: int | None = None
+    """End this invocation after this many total steps (schedule unchanged); continue with --resume."""
+    batch_size: int = 32
+    """Sequences per step per process."""
+    lr: float = 1e-3
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_steps: int = 50
+    """Linear warm-up steps, then cosine decay to 10% of lr."""
+    grad_clip: float = 1.0
+    """Gradient norm clip (0 = off)."""
+    seed: int = 0
+    """Seeds the model init, the split and the data order."""
+    eval_fraction: float = 0.1
+    """Fraction of episodes held out for evaluation (0 = none)."""
+    eval_chunks: int = 64
+    """Held-out chunks generated and decoded for the reconstruction error."""
+    eval_every: int = 0
+    """Evaluate every N steps (0 = only at the end)."""
+    chunk_size: int | None = None
+    """Expected chunk length; None takes the tokenizer's (a different value is an error)."""
+    stride: int = 1
+    """Frames between consecutive chunk starts."""
+    pad: str = "last"
+    """Chunks near an episode end: last (repeat the last action) or drop."""
+    action_key: str = "action"
+    """Dataset feature holding the actions."""
+    state_key: str = "observation.state"
+    """Dataset feature holding the state observation."""
+    resume: bool = False
+    """Continue from the last complete checkpoint in --out (the config must match)."""
+    overwrite: bool = False
+    """Start over even if --out holds a previous run."""
+    checkpoint_every: int = 200
+    """Write a checkpoint every N steps (and at the end)."""
+    max_new_tokens: int | None = None
+    """Variable-length tokenizers: generation bound; None = 2 x the longest training sequence."""
+    mixed_precision: str = "no"
+    """accelerate mixed precision: no, bf16 or fp16."""
+    threads: int | None = 1
+    """Torch CPU threads while training on CPU (None = torch's default; 2 threads on 2 busy cores ran 13x slower here)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        self.dataset, self.tokenizer, self.out = Path(self.dataset), Path(self.tokenizer), Path(self.out)
+        if self.vocab_strategy not in STRATEGIES:
+            raise ValueError(f"vocab_strategy must be one of {STRATEGIES}, got {self.vocab_strategy!r}")
+        if self.pad not in PAD_MODES:
+            raise ValueError(f"pad must be one of {PAD_MODES}, got {self.pad!r}")
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
+        for name in ("max_steps", "batch_size", "eval_chunks", "stride", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "vocab_skip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise ValueError(f"stop_after must be >= 1 or None, got {self.stop_after}")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.model is None and self.vocab_strategy == "tail":
+            raise ValueError("vocab_strategy 'tail' needs a pretrained --model; the default model is built with 'add'")
+        if self.model is None:
+            self.lm_spec()  # validates hidden_size / n_heads
+
+    def lm_spec(self):
+        from training.model import LMSpec
+
+        return LMSpec(hidden_size=self.hidden_size, n_layers=self.n_layers, n_heads=self.n_heads)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in ("dataset", "tokenizer", "out"):
+            d[k] = str(Path(d[k]).resolve())
+        return d
+
+
+@dataclass
+class TrainResult:
+    """Where the policy went and what was measured."""
+
+    out: Path
+    steps: int
+    train_loss: float
+    """Mean loss over the last logged steps."""
+    eval_loss: float | None
+    eval_accuracy: float | None
+    """Held-out teacher-forced accuracy on action tokens (end marker excluded)."""
+    recon_mae: float | None
+    """Held-out mean absolute error of greedily generated, decoded chunks (raw units)."""
+    malformed: int | None
+    tokens_per_s: float
+    """Training throughput: sequence tokens (prompt + target) per second."""
+    seconds: float
+    n_params: int
+    metrics: dict[str, Any]
+
+
+@dataclass
+class Split:
+    train: np.ndarray
+    """Indices of training chunks."""
+    held_out: np.ndarray
+    """Indices of held-out chunks (whole episodes when there are at least two)."""
+
+
+# ---------------------------------------------------------------------- set-up helpers
+def load_action_tokenizer(cfg: TrainConfig) -> "ActionTokenizer":
+    from action_tokenizers.auto import AutoActionTokenizer
+
+    tok = AutoActionTokenizer.from_pretrained(cfg.tokenizer)
+    if cfg.chunk_size is not None and cfg.chunk_size != tok.chunk_size:
+        raise ValueError(f"--chunk-size {cfg.chunk_size} does not match the tokenizer's chunk size {tok.chunk_size} "
+                         f"({cfg.tokenizer}); refit the tokenizer or drop --chunk-size")
+    return tok
+
+
+def load_training_chunks(cfg: TrainConfig, tok: "ActionTokenizer") -> "ChunkSet":
+    """Chunks of the tokenizer's length with states and tasks; checks the dataset against the tokenizer."""
+    from action_tokenizers.data import load_chunks
+
+    _check_features(cfg)
+    chunks = load_chunks(cfg.dataset, chunk_size=tok.chunk_size, stride=cfg.stride, action_key=cfg.action_key,
+                         pad=cfg.pad, state_key=cfg.state_key, with_tasks=True)
+    if chunks.action_dim != tok.action_dim:
+        raise ValueError(f"the tokenizer {cfg.tokenizer} was fitted on {tok.action_dim}-D actions but "
+                         f"{cfg.dataset} feature {cfg.action_key!r} is {chunks.action_dim}-D; fit a tokenizer on this dataset")
+    if chunks.tasks is None:
+        chunks.tasks = [""] * len(chunks)
+    return chunks
+
+
+def _check_features(cfg: TrainConfig) -> None:
+    info_path = cfg.dataset / "meta" / "info.json"
+    if not info_path.is_file():
+        return  # not a local root (a Hub id): load_chunks reports
+    features = read_json(info_path, what="dataset info").get("features", {})
+    missing = [k for k in (cfg.action_key, cfg.state_key) if k not in features]
+    if missing:
+        raise ValueError(f"dataset {cfg.dataset} has no feature(s) {missing}; available: {sorted(features)} "
+                         "(set --action-key / --state-key)")
+
+
+def split_episodes(chunks: "ChunkSet", fraction: float, seed: int) -> Split:
+    """Hold out whole episodes (seeded); with a single episode, its last chunks."""
+    n = len(chunks)
+    eps = np.unique(chunks.episode_index)
+    if fraction == 0:
+        return Split(np.arange(n), np.arange(0))
+    if len(eps) >= 2:
+        k = min(len(eps) - 1, max(1, round(fraction * len(eps))))
+        held = np.random.default_rng(seed).choice(eps, size=k, replace=False)
+        is_held = np.isin(chunks.episode_index, held)
+        return Split(np.flatnonzero(~is_held), np.flatnonzero(is_held))
+    k = max(1, int(round(fraction * n)))
+    if k >= n:
+        raise ValueError(f"only {n} chunks: too few to hold out {fraction:.0%} for evaluation; lower --eval-fraction")
+    return Split(np.arange(n - k), np.arange(n - k, n))
+
+
+def build_base(cfg: TrainConfig, tasks: list[str], n_actions: int) -> "BaseLM":
+    from training.model import build_default, load_pretrained
+
+    if cfg.model is None:
+        return build_default(sorted(set(tasks)), n_actions, cfg.lm_spec(), seed=cfg.seed)
+    reserved = _prompt_ids_of(cfg.model, tasks) if cfg.vocab_strategy == "tail" else ()
+    return load_pretrained(cfg.model, n_actions, cfg.vocab_strategy, cfg.vocab_skip, reserved_ids=reserved)
+
+
+def _prompt_ids_of(model: str, tasks: list[str]) -> set[int]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    return {i for t in set(tasks) for i in tok(t)["input_ids"]}
+
+
+def make_examples(base: "BaseLM", tok: "ActionTokenizer", chunks: "ChunkSet", n_obs_tokens: int) -> "Examples":
+    """Tokenize every chunk and its task into one training sequence each."""
+    from training.sequences import build_examples, build_prompt
+
+    task_ids = {t: base.tokenizer(t)["input_ids"] for t in sorted(set(chunks.tasks))}
+    pad = base.tokenizer.pad_token_id
+    prompts = [build_prompt(task_ids[t], n_obs_tokens, base.vocab, pad) for t in chunks.tasks]
+    action_ids = tok.encode(chunks.actions)
+    return build_examples(prompts, action_ids, chunks.states, base.vocab)
+
+
+def lr_lambda(cfg: TrainConfig):
+    """Linear warm-up then cosine decay to 10% (a function of the step only, so resume is exact)."""
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return f
+
+
+def batch_indices(step: int, train_idx: np.ndarray, batch_size: int, seed: int, rank: int = 0,
+                  world: int = 1) -> np.ndarray:
+    """Rows for ``step`` on process ``rank``: seeded epoch permutations, a pure function of the step."""
+    n, g = len(train_idx), batch_size * world
+    pos = np.arange(step * g + rank * batch_size, step * g + (rank + 1) * batch_size)
+    out = np.empty(batch_size, dtype=np.int64)
+    for epoch in np.unique(pos // n):
+        perm = np.random.default_rng([seed, int(epoch)]).permutation(n)
+        sel = pos // n == epoch
+        out[sel] = train_idx[perm[pos[sel] % n]]
+    return out
+
+
+def prepare_out_dir(cfg: TrainConfig, is_main: bool = True) -> Path | None:
+    """Check --out against --resume/--overwrite; returns the checkpoint to resume from (or None).
+
+    Only the main process deletes a previous run (``--overwrite``).
+    """
+    from training.checkpoint import checkpoint_dirs, read_checkpoint_config
+
+    out = cfg.out
+    ckpts = checkpoint_dirs(out)
+    if cfg.resume:
+        saved_cfg = out / CONFIG_FILE
+        previous = read_json(saved_cfg, what="training config") if saved_cfg.is_file() else None
+        if ckpts:
+            previous = read_checkpoint_config(ckpts[-1])
+        if previous is not None:
+            _check_same_run(previous, cfg.to_dict(), out)
+        return ckpts[-1] if ckpts else None
+    if out.exists() and any(out.iterdir()):
+        if not cfg.overwrite:
+            raise FileExistsError(f"{out} already holds files; pass --resume to continue that run or --overwrite to start over")
+        if is_main:
+            shutil.rmtree(out)
+    return None
+
+
+def _check_same_run(previous: dict[str, Any], current: dict[str, Any], out: Path) -> None:
+    diff = {k: (previous.get(k), v) for k, v in current.items()
+            if k not in RESUMABLE_FIELDS and previous.get(k) != v}
+    if diff:
+        lines = ", ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
+        raise ValueError(f"--resume: {out} was trained with a different configuration ({lines}); "
+                         "use the same settings, or a new --out")
+
+
+# ---------------------------------------------------------------------- loop helpers
+def token_loss(logits: "torch.Tensor", labels: "torch.Tensor", vocab: "ActionVocab") -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    """Shifted cross-entropy on labelled positions; (loss, correct action tokens, action tokens)."""
+    import torch.nn.functional as F
+
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]  # position i predicts token i + 1
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+    lo, hi = vocab.action_range
+    is_action = (labels >= lo) & (labels <= hi)
+    correct = ((logits.argmax(-1) == labels) & is_action).sum()
+    return loss, correct, is_action.sum()
+
+
+def to_device(batch: dict[str, Any], device: "torch.device") -> dict[str, Any]:
+    return {k: to_device(v, device) if isinstance(v, dict) else v.to(device) for k, v in batch.items()}
+
+
+def train_step(model: "PolicyModel", batch: dict[str, Any], optimizer, scheduler, accelerator, cfg: TrainConfig,
+               vocab: "ActionVocab") -> float:
+    logits = model(batch["input_ids"], batch["attention_mask"], batch["obs_start"], batch["obs"])
+    loss, _, _ = token_loss(logits, batch["labels"], vocab)
+    accelerator.backward(loss)
+    if cfg.grad_clip > 0:
+        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def evaluate(model: "PolicyModel", ex: "Examples", held: np.ndarray, chunks: "ChunkSet", tok: "ActionTokenizer",
+             vocab: "ActionVocab", cfg: TrainConfig, pad_id: int, max_new_tokens: int) -> dict[str, Any]:
+    """Held-out loss and action-token accuracy (teacher forced), then greedy generation -> decode -> error."""
+    import torch
+
+    from training.policy import generate_action_ids, length_plan
+    from training.sequences import Prompt, collate
+
+    device = next(model.parameters()).device
+    model.eval()
+    loss_sum, n_batches, correct, total = 0.0, 0, 0, 0
+    with torch.no_grad():
+        for start in range(0, len(held), cfg.batch_size):
+            batch = to_device(collate(ex, held[start:start + cfg.batch_size], pad_id, cfg.state_key), device)
+            logits = model(batch["input_ids"], batch["attention_mask"], batch["obs_start"], batch["obs"])
+            loss, c, t = token_loss(logits, batch["labels"], vocab)
+            loss_sum, n_batches, correct, total = loss_sum + float(loss), n_batches + 1, correct + int(c), total + int(t)
+    pick = held[np.linspace(0, len(held) - 1, min(cfg.eval_chunks, len(held))).astype(np.int64)]
+    prompts = [Prompt(ex.input_ids[i][: len(ex.input_ids[i]) - _target_len(ex, i)].tolist(), int(ex.obs_start[i])) for i in pick]
+    gen = generate_action_ids(model, vocab, prompts, {cfg.state_key: torch.from_numpy(ex.states[pick])}, pad_id,
+                              tok.tokens_per_chunk, max_new_tokens, unit_lengths=length_plan(tok),
+                              units=tok.chunk_size * tok.action_dim)
+    report = tok.decode_with_report(gen.ids)
+    truth, mask = chunks.actions[pick], chunks.mask[pick]
+    floor = tok.decode(tok.encode(truth))
+    model.train()
+    return {
+        "eval_loss": loss_sum / max(1, n_batches),
+        "eval_action_accuracy": correct / max(1, total),
+        "recon_mae": _masked_mae(report.actions, truth, mask),
+        "tokenizer_mae": _masked_mae(floor, truth, mask),
+        "malformed": report.n_malformed,
+        "truncated": gen.truncated,
+        "generated_tokens_per_chunk": float(np.mean([len(s) for s in gen.ids])),
+        "eval_chunks": int(len(pick)),
+    }
+
+
+def _target_len(ex: "Examples", i: int) -> int:
+    return int((ex.labels[i] != -100).sum())
+
+
+def _masked_mae(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    err = np.abs(pred - truth).mean(-1)  # (n, h)
+    return float((err * mask).sum() / max(1, mask.sum()))
+
+
+# ---------------------------------------------------------------------- export
+def export_policy(out: Path, model: "PolicyModel", base: "BaseLM", tok: "ActionTokenizer", cfg: TrainConfig,
+                  meta: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Write the self-contained policy; ``policy_config.json`` last, so its presence means complete.
+
+    ``lm/`` (safetensors + LM tokenizer), ``action_tokenizer/``, ``action_vocab.json``,
+    ``observation_encoder.{json,safetensors}``, ``train_config.json``, ``metrics.json``, ``README.md``.
+    """
+    import os
+
+    from training.card import policy_card
+    from training.model import LM_DIR, save_lm
+    from training.observation import save_encoder
+    from training.policy import ACTION_TOKENIZER_DIR, POLICY_FILE
+
+    (out / POLICY_FILE).unlink(missing_ok=True)
+    with atomic_directory(out / LM_DIR) as tmp:
+        save_lm(model.lm, base.tokenizer, tmp)
+    tok.save_pretrained(out / ACTION_TOKENIZER_DIR)
+    base.vocab.save(out)
+    save_encoder(model.obs, out)
+    write_json(out / CONFIG_FILE, cfg.to_dict())
+    write_json(out / METRICS_FILE, metrics)
+    (out / CARD_FILE).write_text(policy_card(tok, base.vocab, cfg, meta, metrics))
+    write_json(out / f".{POLICY_FILE}.tmp", meta)
+    os.replace(out / f".{POLICY_FILE}.tmp", out / POLICY_FILE)
+
+
+# ---------------------------------------------------------------------- the run
+def run_train(cfg: TrainConfig) -> TrainResult:
+    """Check inputs, build, train (resumable), evaluate, export. Returns the measured numbers."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if cfg.threads is not None and not torch.cuda.is_available():
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run_train(cfg)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_train(cfg: TrainConfig) -> TrainResult:
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    from training.checkpoint import TrainerState, load_checkpoint, save_checkpoint
+    from training.model import PolicyModel, count_parameters
+    from training.observation import StateProjection
+    from training.sequences import collate
+
+    # -- inputs, checked before anything is built
+    tok = load_action_tokenizer(cfg)
+    chunks = load_training_chunks(cfg, tok)
+    split = split_episodes(chunks, cfg.eval_fraction, cfg.seed)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    resume_from = prepare_out_dir(cfg, accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+
+    # -- model, vocabulary, sequences
+    set_seed(cfg.seed)
+    base = build_base(cfg, chunks.tasks, tok.vocab_size)
+    embed_dim = base.lm.get_input_embeddings().embedding_dim
+    encoder = StateProjection(chunks.states.shape[1], embed_dim, state_key=cfg.state_key).fit(chunks.states[split.train])
+    model = PolicyModel(base.lm, encoder)
+    ex = make_examples(base, tok, chunks, encoder.n_tokens)
+    longest_target = max(_target_len(ex, i) for i in range(len(ex))) - 1
+    max_new = cfg.max_new_tokens or 2 * longest_target
+    pad_id = base.tokenizer.pad_token_id
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw_model: PolicyModel = accelerator.unwrap_model(model)
+    state = TrainerState()
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, raw_model, optimizer, scheduler)
+    elif accelerator.is_main_process:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        write_json(cfg.out / CONFIG_FILE, cfg.to_dict())
+    n_params = count_parameters(raw_model)
+
+    # -- the loop
+    stop = min(cfg.max_steps, cfg.stop_after or cfg.max_steps)
+    bar = tqdm(total=cfg.max_steps, initial=state.step, desc=f"train {tok.family}",
+               disable=not (cfg.progress and accelerator.is_main_process))
+    model.train()
+    while state.step < stop:
+        t0, c0 = time.perf_counter(), time.process_time()
+        idx = batch_indices(state.step, split.train, cfg.batch_size, cfg.seed, accelerator.process_index,
+                            accelerator.num_processes)
+        batch = to_device(collate(ex, idx, pad_id, cfg.state_key), accelerator.device)
+        loss = train_step(model, batch, optimizer, scheduler, accelerator, cfg, base.vocab)
+        state.step += 1
+        state.train_seconds += time.perf_counter() - t0
+        state.train_cpu_seconds += time.process_time() - c0
+        state.train_tokens += int(batch["attention_mask"].sum()) * accelerator.num_processes
+        state.losses.append([state.step, loss])
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+        if cfg.eval_every and state.step % cfg.eval_every == 0 and len(split.held_out) and accelerator.is_main_process:
+            state.evals.append({"step": state.step, **evaluate(raw_model, ex, split.held_out, chunks, tok, base.vocab,
+                                                              cfg, pad_id, max_new)})
+        if state.step % cfg.checkpoint_every == 0 or state.step == stop:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_checkpoint(cfg.out, raw_model, optimizer, scheduler, state, cfg.to_dict())
+    bar.close()
+
+    # -- final evaluation and export (only when the schedule is done)
+    final = {}
+    if len(split.held_out) and accelerator.is_main_process:
+        final = evaluate(raw_model, ex, split.held_out, chunks, tok, base.vocab, cfg, pad_id, max_new)
+    recent = [l for _, l in state.losses[-20:]]
+    metrics = {
+        "family": tok.family, "steps": state.step, "max_steps": cfg.max_steps,
+        "train_loss": float(np.mean(recent)) if recent else float("nan"),
+        "first_loss": state.losses[0][1] if state.losses else None,
+        "train_seconds": state.train_seconds, "train_cpu_seconds": state.train_cpu_seconds,
+        "tokens_per_s": state.train_tokens / max(state.train_seconds, 1e-9),
+        "n_params": n_params, "n_train_chunks": int(len(split.train)), "n_held_out_chunks": int(len(split.held_out)),
+        "tokens_per_chunk_mean": float(np.mean([_target_len(ex, i) - 1 for i in range(len(ex))])),
+        "final": final, "evals": state.evals,
+        "loss_curve": state.losses[:: max(1, len(state.losses) // 200)],
+    }
+    done = state.step >= cfg.max_steps
+    if accelerator.is_main_process and done:
+        meta = {"format_version": 1, "family": tok.family, "chunk_size": tok.chunk_size, "action_dim": tok.action_dim,
+                "state_dim": int(chunks.states.shape[1]), "state_key": cfg.state_key, "action_key": cfg.action_key,
+                "tokens_per_chunk": tok.tokens_per_chunk, "max_new_tokens": int(max_new), "temperature": 0.0,
+                "n_params": n_params, "base_model": cfg.model or "default-llama"}
+        export_policy(cfg.out, raw_model, base, tok, cfg, meta, metrics)
+    elif accelerator.is_main_process:
+        write_json(cfg.out / METRICS_FILE, metrics)
+    accelerator.wait_for_everyone()
+    return TrainResult(out=cfg.out, steps=state.step, train_loss=metrics["train_loss"],
+                       eval_loss=final.get("eval_loss"), eval_accuracy=final.get("eval_action_accuracy"),
+                       recon_mae=final.get("recon_mae"), malformed=final.get("malformed"),
+                       tokens_per_s=metrics["tokens_per_s"], seconds=state.train_seconds, n_params=n_params,
+                       metrics=metrics)
+
+
+def main() -> None:
+    """``python -m training.train --dataset ... --tokenizer ... --out ...`` (also under ``accelerate launch``)."""
+    import tyro
+
+    result = run_train(tyro.cli(TrainConfig))
+    print(f"trained {result.steps} steps -> {result.out}: loss {result.train_loss:.4f}, "
+          f"held-out accuracy {result.eval_accuracy}, reconstruction MAE {result.recon_mae}, "
+          f"{result.tokens_per_s:.0f} tokens/s")
+
+
+if __name__ == "__main__":
+    main()
