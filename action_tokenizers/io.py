@@ -31,6 +31,7 @@ def atomic_directory(path: str | Path, overwrite: bool = True) -> Iterator[Path]
         raise FileExistsError(f"{path} already exists; pass overwrite=True or choose another --out")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary directory
     try:
         yield tmp
     except BaseException:

@@ -52,7 +52,7 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset(tasks=("reach-v3", "button-press-v3"), demos_per_task=4, eval_episodes=3, train_steps=30,
                     regression_steps=100, max_steps=100, n_envs=3, hidden_size=32, n_layers=2),
     "default": Preset(tasks=("reach-v3", "push-v3", "button-press-v3", "drawer-close-v3"), demos_per_task=20,
-                      eval_episodes=10, train_steps=600, regression_steps=2000),
+                      eval_episodes=10, train_steps=800, regression_steps=3000),
     "large": Preset(tasks=("reach-v3", "push-v3", "pick-place-v3", "button-press-v3", "drawer-close-v3", "door-open-v3"),
                     demos_per_task=100, eval_episodes=50, train_steps=4000, regression_steps=6000, n_envs=25,
                     hidden_size=256, n_layers=6),
