@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from action_tokenizers.io import atomic_directory, read_json, write_json
+from action_tokenizers.io import atomic_directory, load_safetensors, read_json, write_json
 from action_tokenizers.normalize import Normalizer, check_mode
 
 FORMAT_VERSION = 1
@@ -346,9 +346,6 @@ class ActionTokenizer(ABC):
 
     @classmethod
     def _from_directory(cls, directory: Path) -> "ActionTokenizer":
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-
         saved = read_json(directory / CONFIG_FILE, what="tokenizer config")
         name = saved.get("tokenizer_class")
         if name != cls.__name__ and cls is not ActionTokenizer:
@@ -359,13 +356,7 @@ class ActionTokenizer(ABC):
         if saved.get("format_version", 0) > FORMAT_VERSION:
             raise ValueError(f"{directory} was written by a newer version (format {saved['format_version']})")
         tok = cls(cls.config_class.from_dict(saved["config"]))
-        tensors_path = directory / TENSORS_FILE
-        if not tensors_path.is_file():
-            raise FileNotFoundError(f"{tensors_path} is missing: the tokenizer directory is incomplete")
-        try:
-            tensors = load_file(str(tensors_path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ValueError(f"{tensors_path} is corrupted or not a safetensors file: {e}") from e
+        tensors = load_safetensors(directory / TENSORS_FILE, what="tokenizer directory")
         tok.normalizer = Normalizer.from_saved(saved["normalizer"], tensors)
         tok.chunk_size, tok.action_dim = int(saved["chunk_size"]), int(saved["action_dim"])
         tok.metrics = saved.get("metrics", {})

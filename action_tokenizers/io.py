@@ -80,3 +80,24 @@ def read_json(path: str | Path, what: str = "file") -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"{what} {path} must hold a JSON object, got {type(data).__name__}")
     return data
+
+
+def load_safetensors(path: str | Path, what: str = "directory", framework: str = "numpy") -> dict[str, Any]:
+    """Load a safetensors file (``numpy`` arrays or ``torch`` tensors) with errors that name the file.
+
+    A missing file means the ``what`` is incomplete; a file that does not parse is reported as
+    corrupted. Never unpickles anything.
+    """
+    from safetensors import SafetensorError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the {what} is incomplete")
+    if framework == "torch":
+        from safetensors.torch import load_file
+    else:
+        from safetensors.numpy import load_file
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{path} is corrupted or not a safetensors file: {e}") from e

@@ -89,10 +89,11 @@ def vocab_usage(ids: list[list[int]], vocab_size: int) -> tuple[float, float]:
     return float((counts > 0).mean()), float(np.exp(-(p * np.log(p)).sum()))
 
 
-def corruption(tok: ActionTokenizer, ids: list[list[int]], x_norm: np.ndarray, kind: str,
-               rng: np.random.Generator) -> CorruptionResult:
-    """Delete or substitute one random token per sequence and measure what decode makes of it."""
-    corrupted = []
+def corrupt_one_token(ids: list[list[int]], kind: str, vocab_size: int, rng: np.random.Generator) -> list[list[int]]:
+    """Copies of ``ids`` with one random token deleted (``kind="delete"``) or replaced by another id."""
+    if kind not in ("delete", "substitute"):
+        raise ValueError(f"kind must be 'delete' or 'substitute', got {kind!r}")
+    out = []
     for seq in ids:
         seq = list(seq)
         if seq:
@@ -100,9 +101,15 @@ def corruption(tok: ActionTokenizer, ids: list[list[int]], x_norm: np.ndarray, k
             if kind == "delete":
                 del seq[pos]
             else:
-                seq[pos] = int((seq[pos] + 1 + rng.integers(tok.vocab_size - 1)) % tok.vocab_size)
-        corrupted.append(seq)
-    report = tok.decode_with_report(corrupted)
+                seq[pos] = int((seq[pos] + 1 + rng.integers(vocab_size - 1)) % vocab_size)
+        out.append(seq)
+    return out
+
+
+def corruption(tok: ActionTokenizer, ids: list[list[int]], x_norm: np.ndarray, kind: str,
+               rng: np.random.Generator) -> CorruptionResult:
+    """Delete or substitute one random token per sequence and measure what decode makes of it."""
+    report = tok.decode_with_report(corrupt_one_token(ids, kind, tok.vocab_size, rng))
     y = tok.normalizer.normalize(report.actions)
     zero = np.all(np.abs(y.reshape(len(y), -1)) < 1e-12, axis=1)
     finite = np.all(np.isfinite(y.reshape(len(y), -1)), axis=1)

@@ -296,16 +296,10 @@ class VQTokenizer(ActionTokenizer):
         save_file(state, str(directory / MODEL_FILE), metadata={"format": "pt"})
 
     def _load_files(self, directory: Path) -> None:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from action_tokenizers.io import load_safetensors
 
         path = directory / MODEL_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: the VQ tokenizer directory has no weights")
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise ValueError(f"{path} is corrupted or not a safetensors file: {e}") from e
+        state = load_safetensors(path, what="VQ tokenizer directory (no weights)", framework="torch")
         model = self._build_model()
         try:
             model.load_state_dict(state, strict=True)

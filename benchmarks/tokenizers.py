@@ -39,6 +39,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from action_tokenizers.metrics import corrupt_one_token  # noqa: E402
 from benchmarks.reference import ReferenceFAST, openvla_decode, openvla_encode  # noqa: E402
 
 
@@ -62,7 +63,7 @@ class BenchConfig:
     """Episodes per Meta-World task."""
     so101_root: Path = REPO.parent / "shared" / "data" / "so101_record_test"
     """The shared SO-101 LeRobot dataset."""
-    batch_sizes: tuple[int, ...] = (1, 32, 256, 1024)
+    batch_sizes: tuple[int, ...] = (1, 32, 1024, 10000)
     """Batch sizes for the throughput measurement."""
     seed: int = 0
     """Seed for splits, synthetic data and corruption positions."""
@@ -216,18 +217,6 @@ def _best_time(fn: Callable[[], object], min_seconds: float = 0.2, repeats: int 
     return best
 
 
-def corrupt(ids: list[list[int]], kind: str, vocab: int, rng: np.random.Generator) -> list[list[int]]:
-    out = []
-    for seq in ids:
-        seq = list(seq)
-        if seq:
-            pos = int(rng.integers(len(seq)))
-            if kind == "delete":
-                del seq[pos]
-            else:
-                seq[pos] = int((seq[pos] + 1 + rng.integers(vocab - 1)) % vocab)
-        out.append(seq)
-    return out
 
 
 def measure(spec: Spec, train: np.ndarray, test: np.ndarray, cfg: BenchConfig, throughput: bool) -> dict:
@@ -253,7 +242,7 @@ def measure(spec: Spec, train: np.ndarray, test: np.ndarray, cfg: BenchConfig, t
         "roundtrip": float(np.mean([a == b for a, b in zip(codec.encode(y), ids)])),
     }
     for kind in ("delete", "substitute"):
-        z = codec.decode(corrupt(ids, kind, vocab, rng))
+        z = codec.decode(corrupt_one_token(ids, kind, vocab, rng))
         row[f"{kind}_unusable"] = float((zero(z) | ~np.all(np.isfinite(z.reshape(n, -1)), axis=1)).mean())
         row[f"{kind}_mae"] = float(np.abs(np.nan_to_num(z) - test).mean())
     if throughput:

@@ -112,17 +112,10 @@ def save_encoder(encoder: ObservationEncoder, directory: str | Path) -> None:
 
 
 def load_encoder(directory: str | Path) -> ObservationEncoder:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from action_tokenizers.io import load_safetensors
 
     directory = Path(directory)
     encoder = build_encoder(read_json(directory / CONFIG_FILE, what="observation encoder config"))
-    path = directory / WEIGHTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the policy directory is incomplete")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path} is corrupted or not a safetensors file: {e}") from e
+    state = load_safetensors(directory / WEIGHTS_FILE, what="policy directory", framework="torch")
     encoder.load_state_dict(state)
     return encoder
