@@ -19,6 +19,11 @@ Usage::
     episode = AugmentedExecutor(model, max_steps=200).run(policy, env, task="push the puck", seed=0)
     episode.episode_return, episode.max_deviation   # compare with mode="closed_loop"
 
+In the simulated evaluation the same mode runs through the batched rollout loop
+(:func:`augmented_rollout`, each env wrapped in :class:`ModelStateEnv`)::
+
+    action-tokenizers eval --policy runs/lm-fast --tasks reach-v3 --execution augmented --dataset runs/demos --out runs/eval-aug
+
 The model sees the *decoded* token actions (``decode(encode(chunk))`` of the demo actions): the
 action a policy can emit is a decoded token, and E[next state | state, token] is what the
 augmentation needs. Shapes: ``s`` state dim, ``d`` action dim, ``h`` chunk length.
@@ -26,18 +31,21 @@ augmentation needs. Shapes: ``s`` state dim, ``d`` action dim, ``h`` chunk lengt
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from action_tokenizers.io import atomic_directory, read_json, write_json
+from eval.rollout import EnvPool, EpisodeRecord, RolloutResult, rollout
 
 if TYPE_CHECKING:
     from action_tokenizers.base import ActionTokenizer
 
-__all__ = ["AugmentedEpisode", "AugmentedExecutor", "MODES", "TransitionModel", "quantize_actions"]
+__all__ = ["AugmentedEpisode", "AugmentedEpisodeRecord", "AugmentedExecutor", "MODES", "ModelStateEnv", "TransitionModel", "augmented_rollout",
+           "check_model_fits", "load_or_fit_model", "mean_model_drift", "quantize_actions"]
 
 MODES = ("augmented", "closed_loop")
 MODEL_FILE, CONFIG_FILE = "model.safetensors", "transition_model.json"
@@ -76,6 +84,7 @@ class TransitionModel:
         self.state_dim: int | None = None
         self.action_dim: int | None = None
         self.metrics: dict[str, float] = {}
+        self.source: dict[str, str] = {}  # what it was fitted on (dataset, raw actions or decoded tokens)
 
     # ------------------------------------------------------------------ fitting
     def _features(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
@@ -126,7 +135,10 @@ class TransitionModel:
             ys.append(s[1:])
         if not xs:
             raise ValueError(f"{dataset} has no episode with 2 or more frames: no transitions to fit on")
-        return cls(ridge).fit(np.concatenate(xs), np.concatenate(acts), np.concatenate(ys))
+        model = cls(ridge).fit(np.concatenate(xs), np.concatenate(acts), np.concatenate(ys))
+        actions = "raw" if tokenizer is None else f"decoded tokens of {type(tokenizer).__name__} (chunk {tokenizer.chunk_size})"
+        model.source = {"dataset": str(dataset), "actions": actions}
+        return model
 
     # ------------------------------------------------------------------ prediction
     def _require_fitted(self) -> None:
@@ -161,7 +173,8 @@ class TransitionModel:
             tensors = {"weights": self.weights, "mean": self.mean, "scale": self.scale, "bias": self.bias}
             save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / MODEL_FILE))
             write_json(tmp / CONFIG_FILE, {"model_class": type(self).__name__, "format_version": 1, "ridge": self.ridge,
-                                           "state_dim": self.state_dim, "action_dim": self.action_dim, "metrics": self.metrics})
+                                           "state_dim": self.state_dim, "action_dim": self.action_dim, "metrics": self.metrics,
+                                           "source": self.source})
         return directory
 
     @classmethod
@@ -169,6 +182,9 @@ class TransitionModel:
         from safetensors.numpy import load_file
 
         directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"transition model directory {directory} does not exist "
+                                    f"(expected {CONFIG_FILE} and {MODEL_FILE} written by TransitionModel.save)")
         cfg = read_json(directory / CONFIG_FILE, what="transition model config")
         if cfg.get("model_class") != cls.__name__:
             raise ValueError(f"{directory} holds a {cfg.get('model_class')!r}, not a {cls.__name__}")
@@ -184,8 +200,68 @@ class TransitionModel:
             if k not in t or t[k].shape != shape:
                 raise ValueError(f"{path}: tensor {k!r} should have shape {shape}, got {None if k not in t else t[k].shape}")
         model.weights, model.mean, model.scale, model.bias = (t[k].astype(np.float64) for k in expected)
-        model.metrics = cfg.get("metrics", {})
+        model.metrics, model.source = cfg.get("metrics", {}), cfg.get("source", {})
         return model
+
+
+class ModelStateEnv:
+    """A gymnasium-style env whose observation is the auxiliary state: the augmentation as an env wrapper.
+
+    The real env executes every action and supplies rewards, ``info["success"]``, termination and
+    frames; the observation handed back is the model-propagated state (the real initial state at
+    reset). Why a wrapper: any loop that queries a policy on observations and executes its chunks
+    becomes the augmentation unchanged -- the batched closed-loop ``eval.rollout`` loop (with its
+    action clipping, fault records and videos) as well as :class:`AugmentedExecutor`.
+    ``info["real_state"]`` holds the real state; ``max_deviation[seed]`` the largest
+    ``||aux - real||`` of each episode run since construction.
+    """
+
+    def __init__(self, env: Any, model: TransitionModel, resync_every: int = 0,
+                 state_of: Callable[[Any], np.ndarray] | None = None) -> None:
+        model._require_fitted()
+        self.env, self.model, self.resync_every = env, model, int(resync_every)
+        self.state_of = state_of or _flat_state
+        self.action_space = env.action_space
+        self.observation_space = getattr(env, "observation_space", None)
+        self.max_deviation: dict[int | None, float] = {}
+        self._aux: np.ndarray | None = None
+        self._seed: int | None = None
+        self._steps = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        real = self.state_of(obs)
+        self._aux, self._seed, self._steps = real.copy(), seed, 0
+        self.max_deviation[seed] = 0.0
+        return self._aux.copy(), {**info, "real_state": real}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self._aux is None:
+            raise RuntimeError("ModelStateEnv.step before reset")
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        real = self.state_of(obs)
+        self._steps += 1
+        if self.resync_every and self._steps % self.resync_every == 0:
+            self._aux = real.copy()
+        else:
+            self._aux = self.model.predict(self._aux[None], np.asarray(action, dtype=np.float64).reshape(1, -1))[0]
+        deviation = float(np.linalg.norm(self._aux - real))
+        self.max_deviation[self._seed] = max(self.max_deviation[self._seed], deviation)
+        return self._aux.copy(), reward, terminated, truncated, {**info, "real_state": real}
+
+    def render(self) -> Any:
+        return self.env.render()
+
+    def close(self) -> None:
+        self.env.close()
+
+    @property
+    def unwrapped(self) -> Any:
+        return getattr(self.env, "unwrapped", self.env)
+
+
+def _flat_state(obs: Any) -> np.ndarray:
+    return np.asarray(obs, dtype=np.float64).ravel()
 
 
 @dataclass
@@ -228,9 +304,11 @@ class AugmentedExecutor:
 
     ``mode="augmented"``: the auxiliary state starts at the real initial observation; every
     ``n_action_steps`` the policy is queried on it, and the chunk's first ``n_action_steps`` actions run
-    in the env open loop while the model propagates the auxiliary state with the same actions.
-    ``resync_every`` > 0 resets the auxiliary state to the real observation every that many steps
-    (0, the paper's scheme, never does). ``mode="closed_loop"`` queries the real observation.
+    in the env open loop while the model propagates the auxiliary state with the same actions
+    (:class:`ModelStateEnv`). ``resync_every`` > 0 resets the auxiliary state to the real observation
+    every that many steps (0, the paper's scheme, never does). ``mode="closed_loop"`` queries the
+    real observation. One unbatched episode with every state kept, for studying a policy; the
+    simulated evaluation runs the same wrapper through the batched loop (:func:`augmented_rollout`).
     """
 
     def __init__(self, model: TransitionModel | None, mode: str = "augmented", n_action_steps: int | None = None,
@@ -245,7 +323,7 @@ class AugmentedExecutor:
                              f"{resync_every}, {n_action_steps}")
         self.model, self.mode, self.n_action_steps = model, mode, n_action_steps
         self.max_steps, self.resync_every = int(max_steps), int(resync_every)
-        self.state_of = state_of or (lambda obs: np.asarray(obs, dtype=np.float64).ravel())
+        self.state_of = state_of or _flat_state
 
     def _chunk(self, policy: Any, state: np.ndarray, task: str, n_steps: int) -> np.ndarray:
         chunk = np.asarray(policy.predict_action_chunk({"observation.state": state[None], "task": [task]}), dtype=np.float64)
@@ -253,27 +331,27 @@ class AugmentedExecutor:
             raise ValueError(f"policy returned chunks of shape {chunk.shape}; expected (1, h >= {n_steps}, d)")
         return chunk[0, :n_steps]
 
+    def _states(self, obs: Any, info: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(real, auxiliary) state after a reset or step; the same array in closed loop."""
+        if self.mode == "augmented":
+            return info["real_state"], obs
+        state = self.state_of(obs)
+        return state, state
+
     def run(self, policy: Any, env: Any, task: str = "", seed: int = 0) -> AugmentedEpisode:
         """One episode from ``env.reset(seed=seed)``; stops at ``max_steps``, termination or truncation."""
         n_steps = int(self.n_action_steps or getattr(policy, "chunk_size", 1))
-        obs, _ = env.reset(seed=seed)
-        real = self.state_of(obs)
-        aux = real.copy()
+        if self.mode == "augmented":
+            env = ModelStateEnv(env, self.model, self.resync_every, self.state_of)
+        real, aux = self._states(*env.reset(seed=seed))
         ep = AugmentedEpisode(mode=self.mode, seed=int(seed), real_states=[real], aux_states=[aux])
         done = False
         while ep.length < self.max_steps and not done:
-            query = aux if self.mode == "augmented" else real
-            plan = self._chunk(policy, query, task, n_steps)
+            plan = self._chunk(policy, aux, task, n_steps)  # aux is the real state in closed loop
             ep.policy_calls += 1
             for action in plan:
                 obs, reward, terminated, truncated, info = env.step(action)
-                real = self.state_of(obs)
-                if self.mode == "augmented":
-                    aux = self.model.predict(aux[None], action[None])[0]
-                    if self.resync_every and (ep.length + 1) % self.resync_every == 0:
-                        aux = real.copy()
-                else:
-                    aux = real
+                real, aux = self._states(obs, info)
                 ep.actions.append(action)
                 ep.rewards.append(float(reward))
                 ep.real_states.append(real)
@@ -283,3 +361,84 @@ class AugmentedExecutor:
                 if done or ep.length >= self.max_steps:
                     break
         return ep
+
+
+# ---------------------------------------------------------------------- the simulated evaluation's executor
+@dataclass
+class AugmentedEpisodeRecord(EpisodeRecord):
+    """An :class:`eval.rollout.EpisodeRecord` of an augmented episode, with how far the model drifted."""
+
+    model_drift: float | None = None
+    """Largest ||model-propagated state - real state|| over the episode (None if its reset failed)."""
+
+
+class _ModelStatePool:
+    """Hands out an ``EnvPool``'s real envs wrapped in :class:`ModelStateEnv` (the rollout loop asks a pool for envs)."""
+
+    def __init__(self, pool: Any, model: TransitionModel) -> None:
+        self.pool, self.model = pool, model
+        self.wrapped: list[tuple[str, ModelStateEnv]] = []
+
+    def get(self, env_name: str, task: str, n: int, seed: int, kwargs: dict[str, Any] | None = None) -> list[ModelStateEnv]:
+        envs = [ModelStateEnv(env, self.model) for env in self.pool.get(env_name, task, n, seed, kwargs)]
+        self.wrapped.extend((task, env) for env in envs)
+        return envs
+
+    def drift(self) -> dict[tuple[str, int], float]:
+        """Largest ||model state - real state|| of every (task, seed) episode run so far."""
+        return {(task, seed): d for task, env in self.wrapped for seed, d in env.max_deviation.items()}
+
+
+def augmented_rollout(policy: Any, model: TransitionModel, env_name: str, tasks: Sequence[str], seeds: Iterable[int],
+                      *, pool: EnvPool | None = None, **rollout_kwargs: Any) -> RolloutResult:
+    """``eval.rollout.rollout`` with the policy queried on model-propagated states; same records, same seeds.
+
+    Every environment is wrapped in :class:`ModelStateEnv`, so the batched loop plans on the
+    auxiliary state and executes each chunk's first ``n_action_steps`` actions open loop in the
+    real env. The records are :class:`eval.rollout.EpisodeRecord`s with one more field,
+    ``model_drift`` (the episode's largest ``||model state - real state||``; None if its reset failed).
+    ``rollout_kwargs`` are ``rollout``'s (``n_action_steps``, ``max_steps``, ``n_envs``, ...).
+    """
+    own_pool = pool is None
+    real_pool = EnvPool(rollout_kwargs.pop("env_factory", None)) if own_pool else pool
+    wrapped = _ModelStatePool(real_pool, model)
+    try:
+        result = rollout(policy, env_name, tasks, seeds, pool=wrapped, **rollout_kwargs)
+    finally:
+        if own_pool:
+            real_pool.close()
+    drift = wrapped.drift()
+    episodes = [AugmentedEpisodeRecord(**{f.name: getattr(e, f.name) for f in fields(e)}, model_drift=drift.get((e.task, e.seed)))
+                for e in result.episodes]
+    return RolloutResult(episodes=episodes, frames=result.frames)
+
+
+def mean_model_drift(episodes: Sequence[Any]) -> float | None:
+    """Mean over episodes of their largest model-vs-real state distance (None without any measured episode)."""
+    values = [e.model_drift for e in episodes if getattr(e, "model_drift", None) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def load_or_fit_model(policy: Any, transition_model: str | Path | None = None, dataset: str | Path | None = None,
+                      ridge: float = 1e-3) -> TransitionModel:
+    """The saved model in ``transition_model``, else one fitted on ``dataset``'s demos.
+
+    The fit uses the policy's action tokenizer when it has one (``TokenizedPolicy.action_tokenizer``),
+    so the model learns E[next state | state, decoded token] -- the actions the policy can emit --
+    and raw actions otherwise (the expert, the regression baseline).
+    """
+    if transition_model is not None:
+        return TransitionModel.load(transition_model)
+    if dataset is None:
+        raise ValueError("augmented execution needs a transition model: pass a saved TransitionModel directory "
+                         "or a demo dataset to fit one on")
+    return TransitionModel.from_dataset(dataset, tokenizer=getattr(policy, "action_tokenizer", None), ridge=ridge)
+
+
+def check_model_fits(model: TransitionModel, state_dim: int, action_dim: int, where: str) -> None:
+    """Reject a transition model of another state or action space before any rollout."""
+    model._require_fitted()
+    if (model.state_dim, model.action_dim) != (state_dim, action_dim):
+        raise ValueError(f"transition model maps states of dimension {model.state_dim} and actions of dimension "
+                         f"{model.action_dim}, but {where} has states of dimension {state_dim} and actions of "
+                         f"dimension {action_dim}: fit it on demos of this robot")

@@ -4,6 +4,7 @@ Usage::
 
     action-tokenizers eval --policy expert --tasks reach-v3,push-v3 --episodes 10 --out runs/eval-expert
     action-tokenizers eval --policy runs/regression --episodes 20 --out runs/eval-regression --video
+    action-tokenizers eval --policy runs/lm-fast --tasks reach-v3 --execution augmented --dataset runs/demos --out runs/eval-aug
 
 Writes ``OUT/results.json`` (keyed by policy name; each entry holds ``success_rate``,
 ``success_ci``, ``mean_return``, ``regret``, ``malformed``, ``latency_s_per_chunk``,
@@ -12,6 +13,12 @@ Writes ``OUT/results.json`` (keyed by policy name; each entry holds ``success_ra
 ``--video`` a few MP4s. The expert is rolled out on the same seeds, so regret compares the two on
 identical initial states; evaluation seeds start at ``--seed`` (1000 by default, away from the
 demo collector's seeds, so the policy is tested on initial states it was not trained on).
+
+``--execution augmented`` runs the policy as in Cao & Xie's model-based augmentation
+(``eval/augmentation.py``): queried on the state a transition model propagates from the real
+initial state, its chunks executed open loop; the expert reference stays closed loop. The entry is
+keyed ``NAME-augmented`` and adds ``execution`` and ``model_drift``; a model fitted from
+``--dataset`` is saved to ``OUT/transition_model``.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from action_tokenizers.io import atomic_directory, write_json
+from eval.augmentation import TransitionModel, augmented_rollout, check_model_fits, load_or_fit_model, mean_model_drift
 from eval.plots import policy_entries, write_plots
 from eval.policies import EXPERT, ExpertPolicy, Policy, load_policy, policy_name
 from eval.rollout import EnvPool, RolloutResult, check_compatible, rollout
@@ -38,6 +46,7 @@ __all__ = [
     "policy_entry",
     "results_markdown",
     "run_eval",
+    "transition_model_for",
     "write_report",
 ]
 
@@ -78,6 +87,12 @@ class EvalConfig:
     """Key of the policy in results.json (default: the policy's name, else the directory name)."""
     progress: bool = True
     """Show progress bars."""
+    execution: str = "closed_loop"
+    """'closed_loop' (the policy sees the real state) or 'augmented' (it sees a transition model's propagated state; its chunks run open loop)."""
+    transition_model: str | None = None
+    """Augmented execution: a saved TransitionModel directory."""
+    dataset: str | None = None
+    """Augmented execution without --transition-model: demos to fit the model on (saved to OUT/transition_model)."""
 
     def __post_init__(self) -> None:
         from eval import envs
@@ -98,10 +113,24 @@ class EvalConfig:
         if self.video_episodes < 0 or self.video_size < 16:
             raise ValueError(f"--video-episodes must be >= 0 and --video-size >= 16, got {self.video_episodes}, {self.video_size}")
         self.out = Path(self.out)
+        _check_execution(self)
 
     @property
     def seeds(self) -> list[int]:
         return list(range(self.seed, self.seed + self.episodes))
+
+
+def _check_execution(cfg: EvalConfig) -> None:
+    from eval.augmentation import MODES
+
+    if cfg.execution not in MODES:
+        raise ValueError(f"--execution must be one of {', '.join(MODES)}, got {cfg.execution!r}")
+    has_model = cfg.transition_model is not None or cfg.dataset is not None
+    if cfg.execution == "augmented" and not has_model:
+        raise ValueError("--execution augmented needs a transition model: pass --transition-model DIR (a saved "
+                         "TransitionModel) or --dataset DEMOS (a LeRobot demo dataset to fit one on)")
+    if cfg.execution == "closed_loop" and has_model:
+        raise ValueError("--transition-model and --dataset are used only with --execution augmented")
 
 
 @dataclass
@@ -139,14 +168,28 @@ def check_policy(policy: Policy, cfg: EvalConfig) -> None:
         check_compatible(policy, _SpecEnv(env_spec(cfg.env, task)), n_action_steps(policy, cfg))
 
 
-def _rollout(policy: Policy, cfg: EvalConfig, pool: EnvPool | None) -> RolloutResult:
+def _rollout(policy: Policy, cfg: EvalConfig, pool: EnvPool | None, model: TransitionModel | None) -> RolloutResult:
+    """The executor: closed loop, or the augmentation when a transition model is given (same records, same seeds)."""
     render = cfg.video_episodes if cfg.video else 0
-    return rollout(
-        policy, cfg.env, cfg.tasks, cfg.seeds,
-        n_action_steps=n_action_steps(policy, cfg), max_steps=cfg.max_steps, n_envs=cfg.n_envs,
-        render_episodes=render, progress=cfg.progress, pool=pool,
-        render_kwargs={"render_mode": "rgb_array", "width": cfg.video_size, "height": cfg.video_size},
-    )
+    kwargs = dict(n_action_steps=n_action_steps(policy, cfg), max_steps=cfg.max_steps, n_envs=cfg.n_envs,
+                  render_episodes=render, progress=cfg.progress, pool=pool,
+                  render_kwargs={"render_mode": "rgb_array", "width": cfg.video_size, "height": cfg.video_size})
+    if model is None:
+        return rollout(policy, cfg.env, cfg.tasks, cfg.seeds, **kwargs)
+    return augmented_rollout(policy, model, cfg.env, cfg.tasks, cfg.seeds, **kwargs)
+
+
+def transition_model_for(policy: Policy, cfg: EvalConfig) -> TransitionModel | None:
+    """The augmented run's model (loaded, or fitted on ``cfg.dataset``), checked against every task; None in closed loop."""
+    from eval.envs import env_spec
+
+    if cfg.execution != "augmented":
+        return None
+    model = load_or_fit_model(policy, cfg.transition_model, cfg.dataset)
+    for task in cfg.tasks:
+        spec = env_spec(cfg.env, task)
+        check_model_fits(model, spec.obs_dim, spec.action_dim, f"{cfg.env} task {task}")
+    return model
 
 
 def policy_entry(policy: Policy, result: RolloutResult, expert: RolloutResult | None, n_action_steps: int) -> dict[str, Any]:
@@ -164,16 +207,23 @@ def policy_entry(policy: Policy, result: RolloutResult, expert: RolloutResult | 
 
 
 def evaluate_policy(
-    policy: Policy, cfg: EvalConfig, name: str, expert: RolloutResult | None = None, pool: EnvPool | None = None
+    policy: Policy, cfg: EvalConfig, name: str, expert: RolloutResult | None = None, pool: EnvPool | None = None,
+    model: TransitionModel | None = None,
 ) -> PolicyEvaluation:
     """Check, roll out and summarize one policy; regret against ``expert`` (same seeds) when given.
 
-    Pass one ``EnvPool`` to every call of a run so environment instances are built once.
+    Pass one ``EnvPool`` to every call of a run so environment instances are built once. With a
+    transition ``model`` the policy runs augmented (queried on model-propagated states).
     """
     check_policy(policy, cfg)
-    result = _rollout(policy, cfg, pool)
-    reference = result if isinstance(policy, ExpertPolicy) else expert  # the expert's regret is 0 by definition
-    return PolicyEvaluation(name, policy_entry(policy, result, reference, n_action_steps(policy, cfg)), result)
+    result = _rollout(policy, cfg, pool, model)
+    if expert is None and isinstance(policy, ExpertPolicy):
+        expert = result  # the closed-loop expert's regret is 0 by definition
+    entry = policy_entry(policy, result, expert, n_action_steps(policy, cfg))
+    entry["execution"] = "closed_loop" if model is None else "augmented"
+    if model is not None:
+        entry["model_drift"] = mean_model_drift(result.episodes)
+    return PolicyEvaluation(name, entry, result)
 
 
 def results_markdown(results: dict[str, Any]) -> str:
@@ -236,6 +286,7 @@ def _meta(cfg: EvalConfig, seconds: float, episodes: int) -> dict[str, Any]:
         "episodes_per_task": cfg.episodes,
         "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1],
         "n_action_steps": cfg.n_action_steps,
+        "execution": cfg.execution,
         "n_envs": cfg.n_envs,
         "max_steps": cfg.max_steps,
         "seconds": seconds,
@@ -257,15 +308,25 @@ def run_eval(cfg: EvalConfig, pool: EnvPool | None = None) -> dict[str, Any]:
     if name == "meta":
         raise ValueError("'meta' is reserved for run metadata in results.json; pass another --name")
     check_policy(policy, cfg)  # before any rollout, the expert's included
+    model = transition_model_for(policy, cfg)  # likewise
     is_expert = isinstance(policy, ExpertPolicy)
+    only_expert = is_expert and model is None
+    if model is not None and not cfg.name:
+        name += "-augmented"
+    if name == EXPERT and not only_expert:
+        raise ValueError(f"{EXPERT!r} names the closed-loop expert in results.json; pass another --name")
     with contextlib.nullcontext(pool) if pool is not None else EnvPool() as pool:
         expert = evaluate_policy(policy if is_expert else ExpertPolicy(cfg.env), cfg, EXPERT, pool=pool)
-        evaluations = [expert] if is_expert else [evaluate_policy(policy, cfg, name, expert.rollout, pool), expert]
+        evaluations = [expert] if only_expert else [evaluate_policy(policy, cfg, name, expert.rollout, pool, model), expert]
     results: dict[str, Any] = {ev.name: ev.entry for ev in evaluations}
     n_episodes = sum(len(ev.rollout.episodes) for ev in evaluations)
     results["meta"] = _meta(cfg, time.perf_counter() - start, n_episodes)
+    if model is not None:
+        results["meta"]["transition_model"] = {"path": cfg.transition_model or "transition_model", **model.source, **model.metrics}
     with atomic_directory(cfg.out) as tmp:
         write_report(results, tmp)
+        if model is not None and cfg.transition_model is None:
+            model.save(tmp / "transition_model")
         write_json(tmp / "episodes.json", {ev.name: [e.to_json() for e in ev.rollout.episodes] for ev in evaluations})
         if cfg.video:
             results["meta"]["videos"] = _write_videos(evaluations, tmp, env_spec(cfg.env, cfg.tasks[0]).fps)

@@ -1,13 +1,17 @@
-"""The augmentation execution mode on a linear gymnasium env with a scripted chunk policy."""
+"""The augmentation execution mode: on a linear gymnasium env with a scripted chunk policy, then in Meta-World
+through the evaluation (``eval --execution augmented``)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
 from action_tokenizers.binning import BinningTokenizer
-from eval.augmentation import AugmentedExecutor, TransitionModel, quantize_actions
+from eval.augmentation import AugmentedExecutor, ModelStateEnv, TransitionModel, augmented_rollout, load_or_fit_model, quantize_actions
 
 A = np.array([[0.9, 0.1], [0.0, 0.8]])
 B = np.array([[0.5], [1.0]])
@@ -128,3 +132,160 @@ def test_executor_rejects_bad_settings() -> None:
         AugmentedExecutor(_exact_model(), mode="open")
     with pytest.raises(ValueError, match="needs a TransitionModel"):
         AugmentedExecutor(None)
+
+
+def test_model_state_env_hands_out_the_model_state_and_steps_the_real_env() -> None:
+    model = _exact_model()
+    model.bias = np.array([0.05, 0.0])
+    env = ModelStateEnv(LinearEnv(), model)
+    aux, info = env.reset(seed=2)
+    np.testing.assert_allclose(aux, info["real_state"])
+    a = np.array([0.3])
+    aux2, reward, _, _, info = env.step(a)
+    np.testing.assert_allclose(aux2, model.predict(aux[None], a[None])[0])
+    assert reward == pytest.approx(-np.linalg.norm(info["real_state"]))  # the reward is the real env's
+    assert env.max_deviation[2] == pytest.approx(np.linalg.norm(aux2 - info["real_state"]))
+    assert env.max_deviation[2] == pytest.approx(0.05)  # one step of the bias, the model being exact otherwise
+
+
+# ---------------------------------------------------------------------- Meta-World, through the evaluation
+TASK = "reach-v3"
+
+
+class SpyPolicy:
+    """Meta-World's reach expert asked once per chunk, its action held for the chunk; records what it was shown."""
+
+    chunk_size, action_dim, state_dim = 4, 4, 39
+
+    def __init__(self) -> None:
+        from eval.envs import expert_policy
+
+        self.expert = expert_policy("metaworld", TASK)
+        self.states: list[np.ndarray] = []
+        self.chunks: list[np.ndarray] = []
+        self.last_stats = {"malformed": 0}
+
+    def predict_action_chunk(self, batch: dict) -> np.ndarray:
+        states = np.asarray(batch["observation.state"], dtype=np.float64)  # (b, s)
+        chunks = np.stack([np.repeat(self.expert(s)[None], self.chunk_size, axis=0) for s in states])  # (b, h, d)
+        self.states.extend(states)
+        self.chunks.extend(chunks)
+        return chunks
+
+
+def _replay(seed: int, actions: np.ndarray) -> np.ndarray:
+    """Real states (t + 1, s) of the env from reset(seed) under the given actions (t, d)."""
+    from eval.envs import make_env
+
+    env = make_env("metaworld", TASK, seed=0)
+    obs, _ = env.reset(seed=seed)
+    states = [obs]
+    for a in actions:
+        states.append(env.step(a.astype(np.float32))[0])
+    env.close()
+    return np.stack(states).astype(np.float64)
+
+
+@pytest.mark.slow  # collecting the demo fixture and building Meta-World envs take ~20 s on a busy machine
+def test_metaworld_policy_is_queried_on_model_states_with_the_closed_loop_seeds(metaworld_root: Path) -> None:
+    from eval.rollout import EnvPool, rollout
+
+    model = TransitionModel.from_dataset(metaworld_root)
+    assert model.state_dim == 39 and model.action_dim == 4 and model.source["actions"] == "raw"
+    assert model.metrics["rmse"] < model.metrics["rmse_hold_state"]
+    seeds, steps = [1000, 1001], 12
+    aug_policy, cl_policy = SpyPolicy(), SpyPolicy()
+    with EnvPool() as pool:
+        aug = augmented_rollout(aug_policy, model, "metaworld", [TASK], seeds, max_steps=steps, n_envs=1, pool=pool)
+        ref = rollout(cl_policy, "metaworld", [TASK], seeds, max_steps=steps, n_envs=1, pool=pool)
+    assert [(e.task, e.seed, e.length) for e in aug.episodes] == [(e.task, e.seed, e.length) for e in ref.episodes] \
+        == [(TASK, s, steps) for s in seeds]
+    calls = steps // SpyPolicy.chunk_size  # 3 calls per episode, episodes run one after the other (n_envs=1)
+    for j, (episode, seed) in enumerate(zip(aug.episodes, seeds)):
+        queries = np.stack(aug_policy.states[j * calls : (j + 1) * calls])  # (calls, s)
+        actions = np.concatenate(aug_policy.chunks[j * calls : (j + 1) * calls]).astype(np.float32)  # (steps, d)
+        real = _replay(seed, actions)
+        np.testing.assert_allclose(queries[0], real[0])  # the same initial state as closed loop ...
+        np.testing.assert_allclose(queries[0], cl_policy.states[j * calls])
+        for k in range(1, calls):  # ... then the model's prediction from the previous query under the chunk
+            predicted = model.rollout(queries[k - 1][None], actions[None, (k - 1) * 4 : k * 4])[0, -1]
+            np.testing.assert_allclose(queries[k], predicted, atol=1e-9)
+            assert np.linalg.norm(queries[k] - real[4 * k]) > 1e-6  # not the real state
+        assert episode.model_drift == pytest.approx(np.max(np.linalg.norm(
+            model.rollout(real[0][None], actions[None])[0] - real[1:], axis=1)), rel=1e-6)
+
+
+@pytest.mark.slow  # the whole eval command: demo fixture, two Meta-World rollouts, the report
+def test_eval_command_runs_augmented(metaworld_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from eval.cli import main
+
+    out = tmp_path / "eval"
+    rc = main(["eval", "--policy", "expert", "--tasks", TASK, "--episodes", "2", "--max-steps", "30", "--n-envs", "2",
+               "--execution", "augmented", "--dataset", str(metaworld_root), "--out", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    aug, expert = results["expert-augmented"], results["expert"]
+    from eval.evaluate import ENTRY_FIELDS
+
+    for entry in (aug, expert):
+        assert set(ENTRY_FIELDS) <= set(entry) and set(ENTRY_FIELDS) <= set(entry["per_task"][TASK])
+    assert aug["execution"] == "augmented" and expert["execution"] == "closed_loop" and expert["regret"] == 0.0
+    assert results["meta"]["execution"] == "augmented" and results["meta"]["transition_model"]["dataset"] == str(metaworld_root)
+    episodes = json.loads((out / "episodes.json").read_text())
+    assert [e["seed"] for e in episodes["expert-augmented"]] == [e["seed"] for e in episodes["expert"]] == [1000, 1001]
+    drifts = [e["model_drift"] for e in episodes["expert-augmented"]]
+    assert aug["model_drift"] == pytest.approx(np.mean(drifts)) and min(drifts) > 0
+    paired = {e["seed"]: e["episode_return"] for e in episodes["expert"]}
+    assert aug["regret"] == pytest.approx(np.mean([paired[e["seed"]] - e["episode_return"] for e in episodes["expert-augmented"]]))
+    saved = TransitionModel.load(out / "transition_model")  # the fitted model is saved with the report
+    assert saved.source["dataset"] == str(metaworld_root)
+    assert saved.metrics["rmse"] == pytest.approx(results["meta"]["transition_model"]["rmse"])
+    assert "\n| expert-augmented | " in (out / "results.md").read_text()  # a row of the report's table
+
+
+@pytest.mark.slow  # reads the demo fixture (LeRobot's reader)
+def test_the_model_is_fitted_on_the_policys_decoded_tokens(metaworld_root: Path) -> None:
+    from action_tokenizers.data import load_chunks
+
+    class TokenPolicy:
+        action_tokenizer = BinningTokenizer(n_bins=4).fit(load_chunks(metaworld_root, chunk_size=4).actions)
+
+    raw = load_or_fit_model(object(), dataset=metaworld_root)
+    coarse = load_or_fit_model(TokenPolicy(), dataset=metaworld_root)
+    assert coarse.source["actions"] == "decoded tokens of BinningTokenizer (chunk 4)"
+    assert coarse.metrics["n_transitions"] == raw.metrics["n_transitions"]
+    assert not np.allclose(coarse.weights, raw.weights)  # 4 bins change the actions it was fitted on
+
+
+def test_bad_execution_settings_fail_before_any_rollout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    import eval.evaluate as evaluate
+    from eval.evaluate import EvalConfig, run_eval
+
+    with pytest.raises(ValueError, match=r"--execution must be one of augmented, closed_loop, got 'open_loop'"):
+        EvalConfig(tasks=(TASK,), execution="open_loop")
+    with pytest.raises(ValueError, match="--execution augmented needs a transition model: pass --transition-model"):
+        EvalConfig(tasks=(TASK,), execution="augmented")
+    with pytest.raises(ValueError, match="used only with --execution augmented"):
+        EvalConfig(tasks=(TASK,), dataset="runs/demos")
+    from eval.cli import main
+
+    with pytest.raises(SystemExit):  # the command line says the same
+        main(["eval", "--tasks", TASK, "--execution", "open_loop", "--out", str(tmp_path / "cli")])
+    err = " ".join(capsys.readouterr().err.replace("│", " ").split())  # tyro draws a box around the message
+    assert "--execution must be one of augmented, closed_loop, got 'open_loop'" in err
+
+    def no_rollout(*args, **kwargs):
+        raise AssertionError("a rollout started")
+
+    monkeypatch.setattr(evaluate, "rollout", no_rollout)
+    monkeypatch.setattr(evaluate, "augmented_rollout", no_rollout)
+    out = tmp_path / "eval"
+    with pytest.raises(FileNotFoundError, match="transition model directory .*nowhere does not exist"):
+        run_eval(EvalConfig(tasks=(TASK,), episodes=1, out=out, execution="augmented",
+                            transition_model=str(tmp_path / "nowhere"), progress=False))
+    _exact_model().save(tmp_path / "toy")  # states 2-D, actions 1-D
+    with pytest.raises(ValueError, match=r"transition model maps states of dimension 2 .* metaworld task reach-v3 has states of dimension 39"):
+        run_eval(EvalConfig(tasks=(TASK,), episodes=1, out=out, execution="augmented",
+                            transition_model=str(tmp_path / "toy"), progress=False))
+    assert not out.exists()
