@@ -52,18 +52,23 @@ class StateProjection(ObservationEncoder):
 
     name = "state_projection"
 
-    def __init__(self, state_dim: int, embed_dim: int, n_tokens: int = 1, state_key: str = "observation.state") -> None:
+    def __init__(self, state_dim: int, embed_dim: int, n_tokens: int = 1, state_key: str = "observation.state",
+                 hidden: int = 0) -> None:
         super().__init__()
-        if state_dim < 1 or embed_dim < 1 or n_tokens < 1:
-            raise ValueError(f"state_dim, embed_dim, n_tokens must be >= 1, got {state_dim}, {embed_dim}, {n_tokens}")
-        self.state_dim, self.embed_dim, self.n_tokens = state_dim, embed_dim, n_tokens
+        if state_dim < 1 or embed_dim < 1 or n_tokens < 1 or hidden < 0:
+            raise ValueError(f"state_dim, embed_dim, n_tokens must be >= 1 and hidden >= 0, "
+                             f"got {state_dim}, {embed_dim}, {n_tokens}, {hidden}")
+        self.state_dim, self.embed_dim, self.n_tokens, self.hidden = state_dim, embed_dim, n_tokens, hidden
         self.state_key = state_key
         self.keys = (state_key,)
         self.register_buffer("mean", torch.zeros(state_dim))
         self.register_buffer("std", torch.ones(state_dim))
-        self.proj = nn.Linear(state_dim, n_tokens * embed_dim)
-        nn.init.normal_(self.proj.weight, std=0.02)
-        nn.init.zeros_(self.proj.bias)
+        out = nn.Linear(hidden or state_dim, n_tokens * embed_dim)
+        nn.init.normal_(out.weight, std=0.02)
+        nn.init.zeros_(out.bias)
+        # hidden > 0: one GELU layer first, so the state enters the LM through a small MLP (as a VLM's
+        # projector does) rather than a single linear map.
+        self.proj = nn.Sequential(nn.Linear(state_dim, hidden), nn.GELU(), out) if hidden else out
 
     def fit(self, states: np.ndarray) -> "StateProjection":
         """Standardization from training states (n, s); constant dimensions get a floor std."""
@@ -79,12 +84,12 @@ class StateProjection(ObservationEncoder):
         if s.ndim != 2 or s.shape[1] != self.state_dim:
             raise ValueError(f"{self.state_key} must have shape (b, {self.state_dim}), got {tuple(s.shape)}")
         z = ((s.to(self.mean.dtype) - self.mean) / self.std).clamp(-_CLAMP, _CLAMP)
-        z = z.to(self.proj.weight.dtype)
+        z = z.to(next(self.proj.parameters()).dtype)
         return self.proj(z).view(s.shape[0], self.n_tokens, self.embed_dim)  # (b, k, e)
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "state_dim": self.state_dim, "embed_dim": self.embed_dim,
-                "n_tokens": self.n_tokens, "state_key": self.state_key}
+                "n_tokens": self.n_tokens, "state_key": self.state_key, "hidden": self.hidden}
 
 
 ENCODERS: dict[str, type[ObservationEncoder]] = {StateProjection.name: StateProjection}

@@ -99,6 +99,10 @@ class TrainConfig:
     """Dataset feature holding the actions."""
     state_key: str = "observation.state"
     """Dataset feature holding the state observation."""
+    obs_tokens: int = 1
+    """LM input positions the state projection fills."""
+    obs_hidden: int = 0
+    """Hidden width of the state projection's MLP (0 = a single linear map)."""
     resume: bool = False
     """Continue from the last complete checkpoint in --out (the config must match)."""
     overwrite: bool = False
@@ -122,10 +126,10 @@ class TrainConfig:
             raise ValueError(f"pad must be one of {PAD_MODES}, got {self.pad!r}")
         if self.mixed_precision not in PRECISIONS:
             raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
-        for name in ("max_steps", "batch_size", "eval_chunks", "stride", "checkpoint_every"):
+        for name in ("max_steps", "batch_size", "eval_chunks", "stride", "checkpoint_every", "obs_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every", "vocab_skip"):
+        for name in ("warmup_steps", "eval_every", "vocab_skip", "obs_hidden"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.threads is not None and self.threads < 1:
@@ -462,7 +466,8 @@ def _run_train(cfg: TrainConfig) -> TrainResult:
     set_seed(cfg.seed)
     base = build_base(cfg, chunks.tasks, tok.vocab_size)
     embed_dim = base.lm.get_input_embeddings().embedding_dim
-    encoder = StateProjection(chunks.states.shape[1], embed_dim, state_key=cfg.state_key).fit(chunks.states[split.train])
+    encoder = StateProjection(chunks.states.shape[1], embed_dim, n_tokens=cfg.obs_tokens, state_key=cfg.state_key,
+                              hidden=cfg.obs_hidden).fit(chunks.states[split.train])
     model = PolicyModel(base.lm, encoder)
     ex = make_examples(base, tok, chunks, encoder.n_tokens)
     longest_target = max(_target_len(ex, i) for i in range(len(ex))) - 1
