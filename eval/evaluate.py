@@ -168,8 +168,26 @@ def check_policy(policy: Policy, cfg: EvalConfig) -> None:
         check_compatible(policy, _SpecEnv(env_spec(cfg.env, task)), n_action_steps(policy, cfg))
 
 
+def warm_up(policy: Policy, cfg: EvalConfig) -> None:
+    """One untimed call before the rollouts, so one-off start-up costs (lazy imports, first kernel
+    launches: seconds for an LM) do not land in the per-chunk latency."""
+    from eval.envs import env_spec, task_description
+
+    state_dim = getattr(policy, "state_dim", None)
+    if isinstance(policy, ExpertPolicy) or state_dim is None:
+        return
+    import numpy as np
+
+    spec = env_spec(cfg.env, cfg.tasks[0])
+    batch = {"observation.state": np.zeros((min(cfg.n_envs, 2), int(state_dim))),
+             "task": [task_description(cfg.env, cfg.tasks[0])] * min(cfg.n_envs, 2)}
+    if spec.obs_dim == state_dim:
+        policy.predict_action_chunk(batch)
+
+
 def _rollout(policy: Policy, cfg: EvalConfig, pool: EnvPool | None, model: TransitionModel | None) -> RolloutResult:
     """The executor: closed loop, or the augmentation when a transition model is given (same records, same seeds)."""
+    warm_up(policy, cfg)
     render = cfg.video_episodes if cfg.video else 0
     kwargs = dict(n_action_steps=n_action_steps(policy, cfg), max_steps=cfg.max_steps, n_envs=cfg.n_envs,
                   render_episodes=render, progress=cfg.progress, pool=pool,
