@@ -1,6 +1,7 @@
 """The main job (``make demo`` / ``action-tokenizers run``): demos -> tokenizers -> one LM each -> closed loop.
 
-    action-tokenizers run                      # the default preset, about 20 minutes on 2 CPU cores
+    action-tokenizers run                      # the default preset, about 15 minutes on 2 CPU cores
+    action-tokenizers run --preset report      # the same with 50 evaluation episodes per task
     action-tokenizers run --preset quick       # a smoke run in a few minutes
     action-tokenizers run --preset large       # 50+ evaluation episodes per task, for a bigger machine
 
@@ -51,8 +52,12 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "quick": Preset(tasks=("reach-v3", "button-press-v3"), demos_per_task=4, eval_episodes=3, train_steps=30,
                     regression_steps=100, max_steps=100, n_envs=3, hidden_size=32, n_layers=2),
-    "default": Preset(tasks=("reach-v3", "push-v3", "button-press-v3", "drawer-close-v3"), demos_per_task=20,
-                      eval_episodes=10, train_steps=800, regression_steps=3000),
+    "default": Preset(tasks=("reach-v3", "push-v3", "button-press-v3", "drawer-close-v3"), demos_per_task=50,
+                      eval_episodes=10, train_steps=1500, regression_steps=3000),
+    # The default run with 50 evaluation episodes per task (about 15 more minutes of rollouts on 2 cores):
+    # what docs/results.md reports; it reuses a finished default run's demos, tokenizers and models.
+    "report": Preset(tasks=("reach-v3", "push-v3", "button-press-v3", "drawer-close-v3"), demos_per_task=50,
+                     eval_episodes=50, train_steps=1500, regression_steps=3000),
     "large": Preset(tasks=("reach-v3", "push-v3", "pick-place-v3", "button-press-v3", "drawer-close-v3", "door-open-v3"),
                     demos_per_task=100, eval_episodes=50, train_steps=4000, regression_steps=6000, n_envs=25,
                     hidden_size=256, n_layers=6),
@@ -64,7 +69,7 @@ class RunConfig:
     """Run the whole comparison: collect, fit every tokenizer, train one LM per tokenizer, evaluate, report."""
 
     preset: str = "default"
-    """Sizes: quick, default or large."""
+    """Sizes: quick, default, report (default + 50 evaluation episodes per task) or large."""
     out: Path | None = None
     """Run directory (default: runs/<preset>). Re-running reuses finished stages."""
     tasks: tuple[str, ...] | None = None
