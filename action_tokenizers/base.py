@@ -121,6 +121,12 @@ class ActionTokenizer(ABC):
         """Fixed number of tokens per chunk, or None for variable-length families (FAST)."""
         return None
 
+    def position_id_ranges(self) -> list[tuple[int, int]] | None:
+        """For fixed-length families whose positions use disjoint id ranges (VQ levels): the
+        ``[start, stop)`` of local ids valid at each position, for constrained generation.
+        None (the default) means every id is valid at every position."""
+        return None
+
     @abstractmethod
     def _fit(self, x: np.ndarray) -> None:
         """Fit on normalized chunks ``x`` of shape (n, h, d)."""

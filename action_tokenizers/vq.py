@@ -160,6 +160,11 @@ class VQTokenizer(ActionTokenizer):
         levels = np.tile(np.arange(self.config.levels), self.config.groups)
         return levels * self.config.codes_per_level
 
+    def position_id_ranges(self) -> list[tuple[int, int]]:
+        """Position p may only hold a code of its own level: ``[offset_p, offset_p + codes_per_level)``."""
+        k = self.config.codes_per_level
+        return [(int(o), int(o) + k) for o in self.level_offsets()]
+
     def usage_groups(self) -> list[PositionGroup]:
         """One group per level (its positions across latent groups and its id range), for usage reports."""
         cfg, k = self.config, self.config.codes_per_level

@@ -146,3 +146,27 @@ def test_public_import_is_lazy() -> None:
     assert training.TokenizedPolicy is TokenizedPolicy
     with pytest.raises(AttributeError):
         training.NotAThing  # noqa: B018
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_position_ranges_keep_each_level_in_its_codebook(seed: int) -> None:
+    """VQ-style layout: position p may only hold ids of its level; a random model must still comply."""
+    model, base = random_policy_model(n_actions=8, seed=seed)
+    vocab, pad = base.vocab, base.tokenizer.pad_token_id
+    prompts = [build_prompt(base.tokenizer(t)["input_ids"], 1, vocab, pad) for t in TASKS]
+    states = torch.from_numpy(np.random.default_rng(seed).normal(size=(4, 5)).astype(np.float32))
+    ranges = [(0, 4), (4, 8), (0, 4), (4, 8)]  # 2 groups x 2 levels of 4 codes
+    gen = generate_action_ids(model, vocab, prompts, {"observation.state": states}, pad, 4, max_new_tokens=4,
+                              position_ranges=ranges)
+    for seq in gen.ids:
+        assert len(seq) == 4 and all(a <= i < b for i, (a, b) in zip(seq, ranges)), seq
+    free = generate_action_ids(model, vocab, prompts * 8, {"observation.state": states.repeat(8, 1)}, pad, 4,
+                               max_new_tokens=4)
+    assert any(not (a <= i < b) for seq in free.ids for i, (a, b) in zip(seq, ranges))  # the ranges do the work
+
+
+def test_vq_position_ranges_match_its_offsets() -> None:
+    from action_tokenizers import VQTokenizer
+
+    tok = VQTokenizer(groups=2, levels=3, codebook_size=16)
+    assert tok.position_id_ranges() == [(0, 16), (16, 32), (32, 48)] * 2

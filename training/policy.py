@@ -51,7 +51,12 @@ class ActionOnlyLogits(LogitsProcessor):
     """
 
     def __init__(self, vocab: ActionVocab, min_tokens: int, max_tokens: int, allow_end: bool,
-                 unit_lengths: np.ndarray | None = None, units: int = 0) -> None:
+                 unit_lengths: np.ndarray | None = None, units: int = 0,
+                 position_ranges: list[tuple[int, int]] | None = None) -> None:
+        # Per-position local id ranges (VQ: each position belongs to one codebook level): the LM ids
+        # allowed at generated position k; None allows every action id everywhere.
+        self.position_lm_ids = None if position_ranges is None else [
+            torch.as_tensor(vocab.to_lm(np.arange(a, b))) for a, b in position_ranges]
         lo, hi = vocab.action_range
         self.lo, self.hi, self.eoa = lo, hi, vocab.eoa_id
         self.min_tokens, self.max_tokens, self.allow_end = min_tokens, max_tokens, allow_end
@@ -70,7 +75,9 @@ class ActionOnlyLogits(LogitsProcessor):
         if self.lens is not None:
             return self._length_aware(input_ids, scores, k)
         keep = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
-        if k < self.max_tokens:
+        if k < self.max_tokens and self.position_lm_ids is not None and k < len(self.position_lm_ids):
+            keep[self.position_lm_ids[k].to(scores.device)] = True
+        elif k < self.max_tokens:
             keep[self.lo: self.hi + 1] = True
         if self.allow_end and k >= self.min_tokens:
             keep[self.eoa] = True
@@ -114,11 +121,13 @@ class Generated:
 def generate_action_ids(model: "PolicyModel", vocab: ActionVocab, prompts: list[Prompt],
                         obs: dict[str, torch.Tensor], pad_id: int, tokens_per_chunk: int | None,
                         max_new_tokens: int, temperature: float = 0.0, unit_lengths: np.ndarray | None = None,
-                        units: int = 0) -> Generated:
+                        units: int = 0, position_ranges: list[tuple[int, int]] | None = None) -> Generated:
     """Constrained generation for a batch of prompts; returns local action ids (ints in range).
 
     ``unit_lengths``/``units`` (variable length only) switch on length-aware decoding: sequences
     then always hold exactly ``units`` values, and the bound becomes ``units`` tokens.
+    ``position_ranges`` (fixed length only): the local ids allowed at each position
+    (``ActionTokenizer.position_id_ranges()``), so e.g. a VQ level never receives another level's code.
     """
     from transformers import GenerationConfig, LogitsProcessorList
 
@@ -129,7 +138,8 @@ def generate_action_ids(model: "PolicyModel", vocab: ActionVocab, prompts: list[
     aware = unit_lengths is not None and not fixed
     n_new = tokens_per_chunk if fixed else (units if aware else max_new_tokens)
     proc = ActionOnlyLogits(vocab, min_tokens=n_new if fixed else 1, max_tokens=n_new, allow_end=not fixed,
-                            unit_lengths=unit_lengths if aware else None, units=units)
+                            unit_lengths=unit_lengths if aware else None, units=units,
+                            position_ranges=position_ranges if fixed else None)
     sample = temperature > 0
     gen_cfg = GenerationConfig(
         max_new_tokens=n_new + (0 if fixed else 1), min_new_tokens=None, do_sample=sample,
@@ -213,7 +223,8 @@ class TokenizedPolicy:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temp}")
         gen = generate_action_ids(self.model, self.vocab, self.prompts(tasks), {self.state_key: states},
                                   self.lm_tokenizer.pad_token_id, self.tokens_per_chunk, self.max_new_tokens, temp,
-                                  self.unit_lengths, self.chunk_size * self.action_dim)
+                                  self.unit_lengths, self.chunk_size * self.action_dim,
+                                  self.action_tokenizer.position_id_ranges())
         report = self.action_tokenizer.decode_with_report(gen.ids)
         self.last_stats = {
             "malformed": report.n_malformed,

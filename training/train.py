@@ -375,7 +375,7 @@ def evaluate(model: "PolicyModel", ex: "Examples", held: np.ndarray, chunks: "Ch
     prompts = [Prompt(ex.input_ids[i][: len(ex.input_ids[i]) - _target_len(ex, i)].tolist(), int(ex.obs_start[i])) for i in pick]
     gen = generate_action_ids(model, vocab, prompts, {cfg.state_key: torch.from_numpy(ex.states[pick])}, pad_id,
                               tok.tokens_per_chunk, max_new_tokens, unit_lengths=length_plan(tok),
-                              units=tok.chunk_size * tok.action_dim)
+                              units=tok.chunk_size * tok.action_dim, position_ranges=tok.position_id_ranges())
     report = tok.decode_with_report(gen.ids)
     truth, mask = chunks.actions[pick], chunks.mask[pick]
     floor = tok.decode(tok.encode(truth))
