@@ -189,6 +189,7 @@ def fit_stage(cfg: RunConfig, p: Preset, demos: Stage, log: dict) -> dict[str, S
             tok.save_pretrained(stage.path / "tokenizer")
         run_stage(stage, f"fit {family}", fit, log)
         fitted[family] = _load_tokenizer(stage)
+        seconds.setdefault(family, read_json(stage.path / "stage.json")["seconds"])  # a reused fit keeps its time
 
     def report_fn():
         write_report(report.path, list(fitted.items()), data.test, train=data.train, fit_seconds=seconds or None,
@@ -281,7 +282,8 @@ def run_main(cfg: RunConfig) -> dict[str, Any]:
     for name, figures in offline.items():
         results[name].update(figures)
     results["meta"] = {"preset": cfg.preset, "config": _portable(dataclasses.asdict(p)), "seed": cfg.seed,
-                       "stages": log, "seconds": time.perf_counter() - start, "machine": _machine()}
+                       "stages": log, "seconds": time.perf_counter() - start,
+                       "stage_seconds": sum(s["seconds"] or 0.0 for s in log.values()), "machine": _machine()}
     _write(cfg.out, results)
     print(f"\nrun directory: {cfg.out}\n")
     print(headline_table(results))
@@ -359,7 +361,8 @@ def _write(out: Path, results: dict[str, Any]) -> None:
     meta = results["meta"]
     md = [f"# Main job: preset `{meta['preset']}`", "",
           f"Tasks: {', '.join(meta['config']['tasks'])}; {meta['config']['eval_episodes']} evaluation episodes per task; "
-          f"total {meta['seconds'] / 60:.1f} min on {meta['machine']['cpus']} CPUs.", "",
+          f"{meta['stage_seconds'] / 60:.1f} min of stage time on {meta['machine']['cpus']} CPUs "
+          f"(this invocation: {meta['seconds'] / 60:.1f} min; finished stages are reused).", "",
           headline_table(results), "",
           "Offline figures (tokens per chunk, reconstruction error, held-out token accuracy) sit next to closed-loop "
           "success and regret, so one can see whether offline error predicts closed-loop success.", "",
