@@ -143,3 +143,15 @@ def openvla_decode(tokens: list[list[int]], h: int, d: int) -> np.ndarray:
         ids = np.clip(np.asarray(seq, dtype=np.int64), 0, OPENVLA_CENTERS.shape[0] - 1)
         out.append(OPENVLA_CENTERS[ids].reshape(h, d) if ids.size == h * d else np.zeros((h, d)))
     return np.stack(out)
+
+
+def smooth_chunks(n: int, h: int, d: int, seed: int = 0) -> np.ndarray:
+    """Smooth synthetic chunks in [-1, 1]: three low-frequency sinusoids per dimension plus 1% noise."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0.0, 1.0, h)[None, :, None]
+    x = np.zeros((n, h, d))
+    for k in range(3):
+        amp = rng.normal(0.0, 0.5 / (k + 1), (n, 1, d))
+        phase = rng.uniform(0.0, 2 * np.pi, (n, 1, d))
+        x += amp * np.sin(2 * np.pi * (0.5 * k + 0.25) * t + phase)
+    return np.clip(x + rng.normal(0.0, 0.01, x.shape), -1.0, 1.0)

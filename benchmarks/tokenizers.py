@@ -40,7 +40,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from action_tokenizers.metrics import corrupt_one_token  # noqa: E402
-from benchmarks.reference import ReferenceFAST, openvla_decode, openvla_encode  # noqa: E402
+from benchmarks.reference import ReferenceFAST, openvla_decode, openvla_encode, smooth_chunks  # noqa: E402
 
 
 @dataclass
@@ -161,18 +161,6 @@ def vq_specs(quick: bool) -> list[Spec]:
 
 
 # ---------------------------------------------------------------------- data
-def smooth_chunks(n: int, h: int, d: int, seed: int) -> np.ndarray:
-    """Smooth synthetic chunks in [-1, 1]: three low-frequency sinusoids per dimension plus 1% noise."""
-    rng = np.random.default_rng(seed)
-    t = np.linspace(0.0, 1.0, h)[None, :, None]
-    x = np.zeros((n, h, d))
-    for k in range(3):
-        amp = rng.normal(0.0, 0.5 / (k + 1), (n, 1, d))
-        phase = rng.uniform(0.0, 2 * np.pi, (n, 1, d))
-        x += amp * np.sin(2 * np.pi * (0.5 * k + 0.25) * t + phase)
-    return np.clip(x + rng.normal(0.0, 0.01, x.shape), -1.0, 1.0)
-
-
 def load_datasets(cfg: BenchConfig) -> dict[str, np.ndarray]:
     """Raw chunks per dataset name."""
     from action_tokenizers.data import load_chunks

@@ -16,22 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from action_tokenizers import AutoActionTokenizer, FASTTokenizer  # noqa: E402
 from action_tokenizers.base import MalformedTokensError  # noqa: E402
 from action_tokenizers.fast import FASTConfig  # noqa: E402
-from benchmarks.reference import ReferenceFAST  # noqa: E402
+from benchmarks.reference import ReferenceFAST, smooth_chunks  # noqa: E402
 
 H, D = 8, 3
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def smooth_chunks(n: int, h: int = H, d: int = D, seed: int = 0) -> np.ndarray:
-    """Smooth chunks in [-1, 1]: a few low-frequency sinusoids per dimension plus a little noise."""
-    rng = np.random.default_rng(seed)
-    t = np.linspace(0.0, 1.0, h)[None, :, None]
-    x = np.zeros((n, h, d))
-    for k in range(3):
-        amp = rng.normal(0.0, 0.5 / (k + 1), (n, 1, d))
-        phase = rng.uniform(0.0, 2 * np.pi, (n, 1, d))
-        x += amp * np.sin(2 * np.pi * (0.5 * k + 0.25) * t + phase)
-    return np.clip(x + rng.normal(0.0, 0.01, x.shape), -1.0, 1.0)
 
 
 def real_looking_chunks(n: int, h: int = 10, d: int = 4, seed: int = 0) -> np.ndarray:
@@ -49,7 +37,7 @@ def real_looking_chunks(n: int, h: int = 10, d: int = 4, seed: int = 0) -> np.nd
 
 @pytest.fixture(scope="module")
 def data() -> np.ndarray:
-    return smooth_chunks(600)
+    return smooth_chunks(600, H, D)
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +139,7 @@ def test_config_validation():
     with pytest.raises(ValueError, match="scale"):
         FASTConfig(scale=0)
     with pytest.raises(ValueError, match="vocab_size"):
-        FASTTokenizer(vocab_size=16, scale=100.0).fit(smooth_chunks(50))
+        FASTTokenizer(vocab_size=16, scale=100.0).fit(smooth_chunks(50, H, D))
 
 
 def test_clean_chunks_round_trip(fitted, data):
