@@ -23,7 +23,6 @@ import dataclasses
 from abc import ABC, abstractmethod
 from array import array
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -38,6 +37,8 @@ TENSORS_FILE = "tensors.safetensors"
 CARD_FILE = "README.md"
 
 TokenIds = Sequence[Sequence[int]] | Sequence[int] | np.ndarray
+DECODE_BLOCK = 1024
+"""Sequences decoded per block (see ``ActionTokenizer._decode_in_blocks``)."""
 
 
 class MalformedTokensError(ValueError):
@@ -83,6 +84,59 @@ class Decoded:
     @property
     def n_malformed(self) -> int:
         return int(self.malformed.sum())
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """Id sequences as decoding wants them: every id in one flat int64 array, plus each length.
+
+    Splitting a batch into one small array per sequence costs more than decoding it, so families
+    read whole rows (:meth:`rows`, :meth:`padded`) or the flat ids directly; :meth:`sequences`
+    is there for the rare per-sequence repair. Ids are clamped to ``[-1, vocab_size]``: -1 and
+    ``vocab_size`` stand for any out-of-range id (already counted by the base).
+    """
+
+    flat: np.ndarray
+    """(total,) int64: the ids of all sequences, concatenated."""
+    lengths: np.ndarray
+    """(n,) int64: how many ids each sequence holds."""
+
+    def __len__(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def ends(self) -> np.ndarray:
+        """(n,) index in ``flat`` one past each sequence's last id."""
+        return np.cumsum(self.lengths)
+
+    def rows(self, t: int) -> np.ndarray | None:
+        """(n, t) view of the ids when every sequence holds exactly ``t``; None otherwise."""
+        if np.all(self.lengths == t):
+            return self.flat.reshape(len(self), t)
+        return None
+
+    def padded(self, t: int, fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(n, t) ids (longer sequences cut, shorter ones padded with ``fill``) and where ids are present."""
+        rows = self.rows(t)
+        if rows is not None:
+            return rows, np.ones(rows.shape, dtype=bool)
+        present = np.arange(t)[None, :] < self.lengths[:, None]
+        index = (self.ends - self.lengths)[:, None] + np.arange(t)[None, :]
+        ids = np.full((len(self), t), fill, dtype=np.int64)
+        ids[present] = self.flat[index[present]]
+        return ids, present
+
+    def blocks(self, size: int) -> list["TokenBatch"]:
+        """Consecutive sub-batches of at most ``size`` sequences (views, no copies)."""
+        if len(self) <= size:
+            return [self]
+        ends = np.concatenate(([0], self.ends))
+        return [TokenBatch(self.flat[ends[a]:ends[min(a + size, len(self))]], self.lengths[a:a + size])
+                for a in range(0, len(self), size)]
+
+    def sequences(self) -> list[np.ndarray]:
+        """One array (a view into ``flat``) per sequence."""
+        return np.split(self.flat, self.ends[:-1]) if len(self) else []
 
 
 class ActionTokenizer(ABC):
@@ -136,12 +190,12 @@ class ActionTokenizer(ABC):
         """Encode normalized chunks (n, h, d) into one id list per chunk."""
 
     @abstractmethod
-    def _decode(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Decode id sequences into normalized chunks.
+    def _decode(self, batch: TokenBatch) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Decode a batch of id sequences (see :class:`TokenBatch`) into normalized chunks.
 
-        ``seqs`` are int64 arrays whose values are clamped to ``[-1, vocab_size]`` (so -1 and
-        ``vocab_size`` stand for any id out of range; the base has already flagged those).
-        Returns ``(x (n, h, d) finite, malformed (n,) bool, reasons)``; must never raise.
+        Out-of-range ids arrive clamped to -1 or ``vocab_size``; the base has already flagged those.
+        Returns ``(x (n, h, d) finite, malformed (n,) bool, one reason per sequence ("" if fine))``;
+        must never raise.
         """
 
     def _tensors(self) -> dict[str, np.ndarray]:
@@ -216,17 +270,27 @@ class ActionTokenizer(ABC):
     def decode_with_report(self, tokens: TokenIds) -> Decoded:
         """Decode a batch of id lists and say which were malformed (never raises on ints)."""
         self._require_fitted()
-        seqs, out_of_range = self._check_tokens(tokens)
-        if not seqs:
+        batch, out_of_range = self._check_tokens(tokens)
+        if not len(batch):
             empty = np.zeros((0, self.chunk_size, self.action_dim))
             return Decoded(empty, np.zeros(0, dtype=bool), [])
-        x, malformed, reasons = self._decode(seqs)
-        malformed = np.asarray(malformed, dtype=bool) | (np.asarray(out_of_range) != "")
-        reasons = [_join(a, b) for a, b in zip(out_of_range, reasons)]
+        x, malformed, reasons = self._decode_in_blocks(batch)
+        for i in np.flatnonzero(out_of_range).tolist():
+            malformed[i] = True
+            reasons[i] = _join(_out_of_range_note(int(out_of_range[i]), self.vocab_size), reasons[i])
         x = np.asarray(x, dtype=np.float64)
         if not np.isfinite(x).all():  # the check is several times cheaper than nan_to_num
             x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)
-        return Decoded(self.normalizer.unnormalize(x), malformed, reasons)
+        return Decoded(self.normalizer.unnormalize(x, inplace=True), malformed, reasons)  # x is ours
+
+    def _decode_in_blocks(self, batch: TokenBatch) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """:meth:`_decode` over blocks of :data:`DECODE_BLOCK` sequences: a block's working arrays stay
+        in the CPU cache, where one pass over a 10,000-chunk batch would not (measured: 10 x 34 FAST
+        chunks decode about 1.7x faster per chunk in blocks of 1,024 than in one pass of 10,000)."""
+        parts = [self._decode(block) for block in batch.blocks(DECODE_BLOCK)]
+        x = np.concatenate([np.asarray(p[0], dtype=np.float64) for p in parts])
+        malformed = np.concatenate([np.asarray(p[1], dtype=bool) for p in parts])
+        return x, malformed, [r for p in parts for r in p[2]]
 
     # ------------------------------------------------------------------ checks
     def _require_fitted(self) -> None:
@@ -252,12 +316,13 @@ class ActionTokenizer(ABC):
             raise ValueError(f"chunks contain NaN or inf (first at index {tuple(int(i) for i in bad)}): clean the actions first")
         return x
 
-    def _check_tokens(self, tokens: TokenIds) -> tuple[list[np.ndarray], list[str]]:
-        """Validate a batch of id sequences: int64 arrays clamped to ``[-1, vocab_size]``, plus a note per sequence.
+    def _check_tokens(self, tokens: TokenIds) -> tuple[TokenBatch, np.ndarray]:
+        """Validate a batch of id sequences: a :class:`TokenBatch` (ids clamped to ``[-1, vocab_size]``)
+        and how many ids of each sequence were out of range.
 
-        A batch of plain int lists (what ``encode`` and LM generation return) is checked in one flat
-        pass; anything else (numpy rows, other iterables, non-int values) takes the per-token path,
-        which gives the same results and names the first bad value.
+        Integer arrays and batches of plain int lists (what ``encode`` and LM generation return) are
+        checked in one flat pass; anything else (other iterables, non-int values) takes the per-token
+        path, which gives the same results and names the first bad value.
         """
         if isinstance(tokens, np.ndarray):
             if tokens.ndim != 2:
@@ -265,37 +330,30 @@ class ActionTokenizer(ABC):
             if tokens.dtype.kind in "iu" and tokens.size:
                 n, t = tokens.shape
                 flat = tokens.reshape(-1).astype(np.int64)  # uint64 beyond int64 wraps negative: still out of range
-                return self._split_checked(flat, np.full(n, t, dtype=np.int64))
+                return self._clamped(flat, np.full(n, t, dtype=np.int64))
             tokens = tokens.tolist()
         batch = _flatten_int_lists(tokens)
         if batch is not None:
-            return self._split_checked(*batch)
+            return self._clamped(*batch)
         return self._check_tokens_each(tokens)
 
-    def _split_checked(self, flat: np.ndarray, lengths: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
-        """Flat ids (int64) and per-sequence lengths -> clamped per-sequence views and out-of-range notes."""
+    def _clamped(self, flat: np.ndarray, lengths: np.ndarray) -> tuple[TokenBatch, np.ndarray]:
+        """Flat int64 ids and lengths -> a batch clamped to ``[-1, vocab_size]`` and out-of-range counts."""
         v = self.vocab_size
-        ends = np.cumsum(lengths).tolist()
-        starts = [0, *ends[:-1]]
         bad = (flat < 0) | (flat >= v)
         if not bad.any():  # the common case: nothing to clamp or report
-            return [flat[a:b] for a, b in zip(starts, ends)], [""] * len(ends)
-        flat = np.clip(flat, -1, v)
-        n_bad = np.concatenate(([0], np.cumsum(bad)))
-        n_bad = (n_bad[ends] - n_bad[starts]).tolist()
-        seqs = [flat[a:b] for a, b in zip(starts, ends)]
-        return seqs, [f"{k} id(s) outside [0, {v})" if k else "" for k in n_bad]
+            return TokenBatch(flat, lengths), np.zeros(lengths.shape[0], dtype=np.int64)
+        counts = np.concatenate(([0], np.cumsum(bad)))
+        ends = np.cumsum(lengths)
+        return TokenBatch(np.clip(flat, -1, v), lengths), counts[ends] - counts[ends - lengths]
 
-    def _check_tokens_each(self, tokens: TokenIds) -> tuple[list[np.ndarray], list[str]]:
+    def _check_tokens_each(self, tokens: TokenIds) -> tuple[TokenBatch, np.ndarray]:
         """The careful path: one sequence, and where needed one token, at a time; names the first bad value."""
         v = self.vocab_size
-        seqs, out_of_range = [], []
+        seqs: list[np.ndarray] = []
         for i, seq in enumerate(tokens):
             if isinstance(seq, np.ndarray) and seq.ndim == 1 and seq.dtype.kind in "iu":  # int rows: vectorized
-                arr = seq.astype(np.int64)
-                n_bad = int(np.count_nonzero((arr < 0) | (arr >= v)))
-                seqs.append(np.clip(arr, -1, v))
-                out_of_range.append(f"{n_bad} id(s) outside [0, {v})" if n_bad else "")
+                seqs.append(seq.astype(np.int64))
                 continue
             if isinstance(seq, np.ndarray):
                 seq = seq.tolist()
@@ -306,11 +364,10 @@ class ActionTokenizer(ABC):
                 if isinstance(tok, (bool, np.bool_)) or not isinstance(tok, (int, np.integer)):
                     raise TypeError(f"sequence {i} holds {tok!r} ({type(tok).__name__}); token ids must be ints")
                 ints.append(min(max(int(tok), -1), v))
-            arr = np.asarray(ints, dtype=np.int64)
-            bad = arr[(arr < 0) | (arr >= v)]
-            seqs.append(arr)
-            out_of_range.append(f"{bad.size} id(s) outside [0, {v})" if bad.size else "")
-        return seqs, out_of_range
+            seqs.append(np.asarray(ints, dtype=np.int64))
+        lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+        flat = np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.int64)
+        return self._clamped(flat, lengths)
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -409,20 +466,29 @@ def _is_single_sequence(tokens: TokenIds) -> bool:
 def _flatten_int_lists(tokens: TokenIds) -> tuple[np.ndarray, np.ndarray] | None:
     """Lists/tuples of Python (or numpy) ints -> (flat int64 ids, lengths) in one pass; None if anything else.
 
-    ``array('q', ...)`` rejects floats, strings, None and ints beyond int64 (the per-token path then
+    ``array('q')`` rejects floats, strings, None and ints beyond int64 (the per-token path then
     raises or clamps as usual); bools pass it as 0/1, so the few 0/1 values are checked by type.
     """
     if not isinstance(tokens, (list, tuple)) or not set(map(type, tokens)) <= {list, tuple}:
         return None
-    flat = list(chain.from_iterable(tokens))
+    buffer = array("q")
     try:
-        ids = np.frombuffer(array("q", flat), dtype=np.int64)
+        for seq in tokens:  # fromlist is the fastest path from Python ints to a C buffer
+            buffer.fromlist(seq) if type(seq) is list else buffer.extend(seq)
     except (TypeError, OverflowError):
         return None
-    for i in np.flatnonzero(ids.view(np.uint64) <= 1).tolist():  # 0 or 1 (negatives wrap to huge)
-        if isinstance(flat[i], (bool, np.bool_)):
-            return None
-    return ids, np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    ids = np.frombuffer(buffer, dtype=np.int64)
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    small = np.flatnonzero(ids.view(np.uint64) <= 1)  # 0 or 1 (negatives wrap to huge): maybe a bool
+    if small.size:
+        for i in np.unique(np.searchsorted(np.cumsum(lengths), small, side="right")).tolist():
+            if not set(map(type, tokens[i])).isdisjoint((bool, np.bool_)):
+                return None
+    return ids, lengths
+
+
+def _out_of_range_note(count: int, vocab_size: int) -> str:
+    return f"{count} id(s) outside [0, {vocab_size})"
 
 
 def _join(a: str, b: str) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from action_tokenizers.base import ActionTokenizer, TokenizerConfig
+from action_tokenizers.base import ActionTokenizer, TokenBatch, TokenizerConfig
 
 EDGE_KINDS = ("uniform", "quantile", "openvla")
 
@@ -117,18 +117,15 @@ class BinningTokenizer(ActionTokenizer):
         idx = np.clip(ids, 0, top)
         return self.centers_[np.arange(d)[None, None, :], idx]
 
-    def _decode(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def _decode(self, batch: TokenBatch) -> tuple[np.ndarray, np.ndarray, list[str]]:
         t = self.tokens_per_chunk
-        n = len(seqs)
-        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=n)
-        reasons = ["" for _ in range(n)]
-        if np.all(lengths == t):
-            ids = np.stack(seqs) if n else np.zeros((0, t), dtype=np.int64)
-        else:
-            ids = np.empty((n, t), dtype=np.int64)
-            for i, s in enumerate(seqs):
+        reasons = [""] * len(batch)
+        ids = batch.rows(t)
+        if ids is None:
+            ids = np.empty((len(batch), t), dtype=np.int64)
+            for i, s in enumerate(batch.sequences()):
                 ids[i] = s if len(s) == t else self._repair_length(s, reasons, i)
-        malformed = lengths != t
+        malformed = batch.lengths != t
         ids = np.clip(ids, 0, self.vocab_size - 1)
         return self.decode_array(ids), malformed, reasons
 

@@ -70,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from action_tokenizers.base import CONFIG_FILE, ActionTokenizer, TokenizerConfig
+from action_tokenizers.base import CONFIG_FILE, ActionTokenizer, TokenBatch, TokenizerConfig
 from action_tokenizers.io import read_json
 from action_tokenizers.normalize import Normalizer
 
@@ -126,8 +126,8 @@ class FASTTokenizer(ActionTokenizer):
         self.max_char: int = 0  # largest character index encode may produce
         self.published = False  # loaded from a published processor directory: keep its exact behaviour
         self._bpe_size = 0  # ids the BPE model knows (cached: asking the model is slow)
-        # no pre-tokenizer: id i stands for characters _chars_flat[_tok_start[i] : _tok_start[i] + _tok_len[i]]
-        self._chars_flat: np.ndarray | None = None
+        # no pre-tokenizer: id i stands for the coefficients _values_flat[_tok_start[i] : _tok_start[i] + _tok_len[i]]
+        self._values_flat: np.ndarray | None = None  # float64: decoding gathers straight into the inverse DCT's input
         self._tok_start: np.ndarray | None = None
         self._tok_len: np.ndarray | None = None  # (V + 1,): the last entry (length 0) stands for unknown ids
         self._tok_dropped: np.ndarray | None = None  # (V + 1,): characters of each id outside the alphabet
@@ -215,9 +215,10 @@ class FASTTokenizer(ActionTokenizer):
     def _set_bpe(self, bpe) -> None:
         self.bpe = bpe
         self._bpe_size = int(bpe.get_vocab_size())  # the call costs ~0.15 ms (it builds the vocabulary map)
-        self._chars_flat = self._tok_start = self._tok_len = self._tok_dropped = None
+        self._values_flat = self._tok_start = self._tok_len = self._tok_dropped = None
         if self.config.pretokenizer == "none":
-            self._chars_flat, self._tok_start, self._tok_len, self._tok_dropped = _char_table(bpe, self.max_char)
+            chars, self._tok_start, self._tok_len, self._tok_dropped = _char_table(bpe, self.max_char)
+            self._values_flat = (chars + self.min_token).astype(np.float64)
             self._any_dropped = bool(self._tok_dropped.any())
 
     # ------------------------------------------------------------------ encode
@@ -238,42 +239,37 @@ class FASTTokenizer(ActionTokenizer):
         return [e.ids for e in self.bpe.encode_batch_fast(strings, add_special_tokens=True)]
 
     # ------------------------------------------------------------------ decode
-    def _decode(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        n, size = len(seqs), self.n_coefficients
-        lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=n)
-        ids = np.concatenate(seqs) if n else np.zeros(0, dtype=np.int64)
-        v = self._bpe_size
+    def _decode(self, batch: TokenBatch) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        n, size = len(batch), self.n_coefficients
+        ids, v = batch.flat, self._bpe_size
         unknown_tok = (ids < 0) | (ids >= v)
-        tok_ends = np.cumsum(lengths)
+        tok_ends = batch.ends
         unknown = np.zeros(n, dtype=np.int64)
         if unknown_tok.any():
             ids = np.where(unknown_tok, v, ids)  # id v: the empty entry of the character tables
             unknown = _segment_sums(unknown_tok, tok_ends)
-        chars, counts, dropped, tok_lens = self._chars(ids, tok_ends)
+        values, counts, dropped, tok_lens = self._values(ids, tok_ends)
         malformed = (counts != size) | (unknown > 0) | (dropped > 0)
         if not malformed.any():  # the common case: every sequence holds exactly h * d coefficients
-            q = (chars + self.min_token).reshape(n, size).astype(np.float64)
+            q = values.reshape(n, size)
         else:
-            q = self._best_coefficients(chars, counts, tok_lens, tok_ends, malformed)
+            q = self._best_coefficients(values, counts, tok_lens, tok_ends, malformed)
         x = self._clip_bounded(self.from_coefficients(q), q)
         reasons = [""] * n
         for i in np.flatnonzero(malformed).tolist():
             reasons[i] = _reason(int(unknown[i]), int(dropped[i]), int(counts[i]), size, self.coef_mean is not None)
         return x, malformed, reasons
 
-    def _chars(self, ids: np.ndarray,
-               tok_ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        """Flat ids (unknown ones = V) -> the characters (alphabet indices) of all sequences, concatenated;
+    def _values(self, ids: np.ndarray,
+                tok_ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """Flat ids (unknown ones = V) -> the coefficients (float64) of all sequences, concatenated;
         characters kept and dropped per sequence; each id's character count (None for byte-level,
         where an id need not hold whole characters)."""
-        if self._chars_flat is not None:  # no pre-tokenizer: each id is a fixed run of characters
+        if self._values_flat is not None:  # no pre-tokenizer: each id is a fixed run of characters
             lens = self._tok_len[ids]
-            len_ends = np.cumsum(lens)
-            first = np.repeat(self._tok_start[ids] - (len_ends - lens), lens)  # table offset of each output character
-            idx = np.arange(int(len_ends[-1]) if lens.size else 0) + first
             counts = _segment_sums(lens, tok_ends)
             dropped = _segment_sums(self._tok_dropped[ids], tok_ends) if self._any_dropped else np.zeros_like(counts)
-            return self._chars_flat[idx], counts, dropped, lens
+            return self._values_flat[_run_indices(self._tok_start[ids], lens)], counts, dropped, lens
         # byte-level: a character may span several ids, so decode whole sequences (one batch call)
         keep = ids < self._bpe_size
         bounds = np.cumsum(np.concatenate(([0], _segment_sums(keep, tok_ends))))
@@ -285,9 +281,9 @@ class FASTTokenizer(ActionTokenizer):
         bad = (chars > self.max_char) | (chars == _REPLACEMENT_CHAR)
         dropped = np.bincount(owner[bad], minlength=len(texts))
         counts = np.bincount(owner[~bad], minlength=len(texts))
-        return chars[~bad], counts, dropped, None
+        return (chars[~bad] + self.min_token).astype(np.float64), counts, dropped, None
 
-    def _best_coefficients(self, chars: np.ndarray, counts: np.ndarray, tok_lens: np.ndarray | None,
+    def _best_coefficients(self, values: np.ndarray, counts: np.ndarray, tok_lens: np.ndarray | None,
                            tok_ends: np.ndarray, malformed: np.ndarray) -> np.ndarray:
         """(n, h * d) coefficients: well-formed rows exactly, malformed rows by :meth:`_realign`."""
         n, size = len(counts), self.n_coefficients
@@ -296,10 +292,10 @@ class FASTTokenizer(ActionTokenizer):
         good = ~malformed
         if good.any():
             owner = np.repeat(good, counts)
-            q[good] = (chars[owner] + self.min_token).reshape(-1, size)
+            q[good] = values[owner].reshape(-1, size)
         model = self._coefficient_model()
         for i in np.flatnonzero(malformed).tolist():
-            c = chars[char_ends[i] - counts[i]:char_ends[i]] + self.min_token
+            c = values[char_ends[i] - counts[i]:char_ends[i]]
             if tok_lens is None:
                 bounds = None
             else:
@@ -495,6 +491,20 @@ def _char_table(bpe, max_char: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     flat = flat[ok]
     starts = np.cumsum(lens) - lens
     return flat, np.append(starts, flat.size), np.append(lens, 0), np.append(dropped, 0)
+
+
+def _run_indices(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Concatenated ranges ``[starts[k], starts[k] + lens[k])``: one cumulative sum of steps that are
+    1 inside a run and jump at each run's first element (cheaper than ``np.repeat`` plus an offset)."""
+    keep = lens > 0
+    if not keep.all():  # empty runs (unknown ids) would share a jump position
+        starts, lens = starts[keep], lens[keep]
+    if not lens.size:
+        return np.zeros(0, dtype=np.int64)
+    step = np.ones(int(lens.sum()), dtype=np.int64)
+    step[0] = starts[0]
+    step[np.cumsum(lens[:-1])] = starts[1:] - (starts[:-1] + lens[:-1] - 1)
+    return np.cumsum(step, out=step)
 
 
 def _segment_sums(values: np.ndarray, ends: np.ndarray) -> np.ndarray:

@@ -144,11 +144,17 @@ class Normalizer:
             y = np.where(self.mask, clipped, y) if self.mask is not None else clipped
         return y
 
-    def unnormalize(self, normed: np.ndarray) -> np.ndarray:
-        """Normalized ``(..., d)`` -> raw ``(..., d)``."""
+    def unnormalize(self, normed: np.ndarray, inplace: bool = False) -> np.ndarray:
+        """Normalized ``(..., d)`` -> raw ``(..., d)``; ``inplace`` overwrites a float64 input (and
+        returns it as is for identity), saving a pass over large decoded batches."""
         y = np.asarray(normed, dtype=np.float64)
         center, scale = self._arrays(y.shape[-1])
-        return y * scale + center
+        if not inplace or y is not normed:
+            return y * scale + center
+        if self.mode != "identity":
+            y *= scale
+            y += center
+        return y
 
     # ------------------------------------------------------------------ persistence
     def config(self) -> dict:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from action_tokenizers.base import ActionTokenizer, TokenizerConfig
+from action_tokenizers.base import ActionTokenizer, TokenBatch, TokenizerConfig
 from action_tokenizers.smoothness import PositionGroup, code_usage
 
 if TYPE_CHECKING:
@@ -268,20 +268,15 @@ class VQTokenizer(ActionTokenizer):
             codes = self.model.codes(torch.zeros(1, self.chunk_size, self.action_dim, device=self.config.device))
             return self.model.quantizer.decode_levels(codes).sum(-2)[0]
 
-    def _decode(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        t, n = self.tokens_per_chunk, len(seqs)
-        reasons = ["" for _ in range(n)]
-        ids = np.zeros((n, t), dtype=np.int64)
-        present = np.ones((n, t), dtype=bool)
-        malformed = np.zeros(n, dtype=bool)
-        for i, s in enumerate(seqs):
-            m = min(len(s), t)
-            ids[i, :m] = s[:m]
-            present[i, m:] = False
-            if len(s) != t:
-                malformed[i] = True
-                what = "extra ids dropped" if len(s) > t else "missing levels add nothing, missing groups take the centre code"
-                reasons[i] = f"{len(s)} tokens, expected {t}: {what}"
+    def _decode(self, batch: TokenBatch) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        t = self.tokens_per_chunk
+        reasons = [""] * len(batch)
+        ids, present = batch.padded(t)
+        malformed = batch.lengths != t
+        for i in np.flatnonzero(malformed).tolist():
+            m = int(batch.lengths[i])
+            what = "extra ids dropped" if m > t else "missing levels add nothing, missing groups take the centre code"
+            reasons[i] = f"{m} tokens, expected {t}: {what}"
         k, offsets = self.config.codes_per_level, self.level_offsets()[None, :]
         local = ids - offsets
         wrong = present & ((local < 0) | (local >= k))

@@ -172,9 +172,10 @@ class _MeanTokenizer(ActionTokenizer):
     def _encode(self, x: np.ndarray) -> list[list[int]]:
         return [[int(np.clip((m + 1) * 2, 0, 3))] for m in x.mean(axis=(1, 2))]
 
-    def _decode(self, seqs):
-        x = np.stack([np.full((self.chunk_size, self.action_dim), (int(np.clip(s[0], 0, 3)) + 0.5) / 2 - 1) for s in seqs])
-        return x, np.zeros(len(seqs), bool), [""] * len(seqs)
+    def _decode(self, batch):
+        level = (np.clip(batch.padded(1)[0][:, 0], 0, 3) + 0.5) / 2 - 1
+        x = np.broadcast_to(level[:, None, None], (len(batch), self.chunk_size, self.action_dim)).copy()
+        return x, np.zeros(len(batch), bool), [""] * len(batch)
 
 
 def test_kernel_on_whole_sequences() -> None:

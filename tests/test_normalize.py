@@ -66,3 +66,17 @@ def test_persistence_roundtrip_and_validation():
         Normalizer("robust")
     with pytest.raises(ValueError, match="fitted for action dimension 4"):
         norm.normalize(np.zeros((2, 5)))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unnormalize_inplace_matches_copy(mode):
+    rng = np.random.default_rng(1)
+    norm = Normalizer(mode, skip_dims=(1,)).fit(rng.normal(2.0, 3.0, (50, 4)))
+    y = rng.uniform(-1, 1, (6, 5, 4))
+    expected = norm.unnormalize(y)
+    assert expected is not y
+    out = norm.unnormalize(y, inplace=True)
+    assert out is y  # overwritten, not copied
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+    ints = np.zeros((2, 4), dtype=np.int64)  # not float64: never overwritten
+    assert norm.unnormalize(ints, inplace=True) is not ints
