@@ -39,21 +39,23 @@ What differs from the published processor, for the project's own fits
   one 10 x 34 chunk) and BPE cannot merge across pieces; it also re-encodes every coefficient above
   127 as two UTF-8 bytes. Treating the whole chunk string as one word (no pre-tokenizer) lets merges
   span the long runs of small high-frequency coefficients. Measured in ``docs/benchmarks.md``
-  (scale 10, vocabulary 1024, same data, same error): tokens per chunk 98.8 vs 101.6 (synthetic
-  10 x 34), 7.6 vs 8.6 (Meta-World), 6.2 vs 8.3 (SO-101), and batch encode/decode about 1.7x /
-  2.2x faster (81 / 36 vs 135 / 80 us per 10 x 34 chunk). So ``none`` is the default;
-  ``byte_level`` stays available and is what published directories use.
+  (scale 10, vocabulary 1024, same data, same error), none vs byte-level: tokens per chunk 96.0 vs
+  99.3 (synthetic 10 x 34), 5.3 vs 6.2 (Meta-World), 6.2 vs 8.3 (SO-101); batch encode 31.9 vs 53.1
+  and decode 5.1 vs 21.0 us per 10 x 34 chunk. So ``none`` is the default; ``byte_level`` stays
+  available and is what published directories use.
 
-Speed (``docs/benchmarks.md``; 10 x 34 chunks): decode is all NumPy over the flattened batch (the
-base class checks a batch of int lists in one pass), several times faster than the per-chunk
-reference loop. Encode is bound by Hugging Face ``tokenizers``: its BPE costs ~150 ns per character
-(~50 us for a 340-character chunk) against ~12 us
-for everything else here (DCT, string building, converting ids to lists), so one core gives ~2-3x
-the reference. ``encode_batch_fast`` spreads chunks over rayon threads unless
-``TOKENIZERS_PARALLELISM`` is false; this class leaves that switch to the user: forcing it on would
-mark parallelism as "configured", which turns off the library's own guard (after a fork it
-disables parallelism in the child instead of deadlocking, e.g. in DataLoader workers). On the
-2-core measuring machine threads gave no gain; on many cores the bound is the ~12 us serial part.
+Speed (``docs/benchmarks.md``, batches of distinct chunks against the per-chunk reference loop):
+with the default pre-tokenization, decode never calls the BPE library: each id's coefficients sit
+in one table, so decoding is a gather (:func:`_run_indices`) and one inverse DCT over the batch,
+run by the base class in cache-sized blocks: 9.6x the reference on 10 x 34 chunks, 22x on
+Meta-World and SO-101. Encode is
+bound by Hugging Face ``tokenizers`` (one ``encode_batch_fast`` call; the project does not write
+its own BPE): 4.6x (10 x 34), 5.2x (Meta-World), 7.6x (SO-101) on 2 cores. The library spreads
+long chunks over threads but spends ~2 us per sequence outside them, which on short real-robot
+chunks is already more than a tenth of the reference loop. ``encode_batch_fast`` uses threads
+unless ``TOKENIZERS_PARALLELISM`` is false; this class leaves that switch to the user: forcing it
+on would mark parallelism as "configured", which turns off the library's own guard (after a fork
+it disables parallelism in the child instead of deadlocking, e.g. in DataLoader workers).
 
 Published directories (``processor_config.json`` + ``tokenizer.json`` at the root or in
 ``bpe_tokenizer/``) load with identity normalization (FAST expects inputs already in [-1, 1]) and

@@ -22,6 +22,7 @@ Adding a family is one entry in :func:`tokenizer_specs`; the plots draw every fa
 from __future__ import annotations
 
 import json
+import math
 import platform
 import sys
 import tempfile
@@ -401,7 +402,37 @@ def targets_section(results: dict[str, list[dict]], cfg: BenchConfig) -> list[st
         lines.append(f"| {name} | one deleted token: 0% unusable (reference {ref['delete_unusable']:.0%}) | "
                      f"{ours['delete_unusable']:.0%}, MAE {ours['delete_mae']:.3f} (reference MAE "
                      f"{ref['delete_mae']:.3f}) | {'yes' if ours['delete_unusable'] == 0 else 'no'} |")
-    return lines + vq_targets_section(results, cfg)
+    return lines + encode_scaling_section(results) + vq_targets_section(results, cfg)
+
+
+def encode_scaling_section(results: dict[str, list[dict]]) -> list[str]:
+    """Why FAST encode stays where it is: split its time into a serial and a thread-parallel part.
+
+    With ``t1`` measured on one tokenizers thread and ``tn`` on all ``n`` cores, ``t1 = s + p`` and
+    ``tn = s + p / n`` give the serial part ``s`` (Python, NumPy and the library's per-sequence work)
+    and the part ``p`` that more cores divide. Where ``s`` alone exceeds a tenth of the reference
+    loop's time, no number of cores reaches 10x.
+    """
+    import os
+
+    n = os.cpu_count() or 1
+    lines = ["", f"FAST encode, serial vs parallel time (one tokenizers thread vs {n}; us per chunk):", "",
+             "| dataset | b | 1 thread | all threads | serial s | parallel p | reference / 10 | 10x reachable with more cores (estimate: s + p / cores) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, rows in results.items():
+        ours = next((r for r in rows if r["family"] == "fast" and r["reference_setting"] and "throughput" in r), None)
+        ref = next((r for r in rows if r["family"] == "fast-reference" and r["reference_setting"] and "throughput" in r), None)
+        if ours is None or ref is None or n < 2:
+            continue
+        b = str(max(int(k) for k in ours["throughput"]))
+        if "encode_us_per_chunk_1_thread" not in ours["throughput"][b]:
+            continue
+        t1, tn = ours["throughput"][b]["encode_us_per_chunk_1_thread"], ours["throughput"][b]["encode_us_per_chunk"]
+        p = max(t1 - tn, 0.0) * n / (n - 1)
+        serial, goal = t1 - p, ref["throughput"][b]["encode_us_per_chunk"] / 10
+        cores = "no" if serial >= goal else f"from about {math.ceil(p / (goal - serial))} cores"
+        lines.append(f"| {name} | {b} | {t1:.1f} | {tn:.1f} | {serial:.1f} | {p:.1f} | {goal:.1f} | {cores} |")
+    return lines
 
 
 def vq_targets_section(results: dict[str, list[dict]], cfg: BenchConfig) -> list[str]:
