@@ -48,12 +48,13 @@ Speed (``docs/benchmarks.md``, batches of distinct chunks against the per-chunk 
 with the default pre-tokenization, decode never calls the BPE library: each id's coefficients sit
 in one table, so decoding is a gather (:func:`_run_indices`) and one inverse DCT over the batch,
 run by the base class in cache-sized blocks: 9.6x the reference on 10 x 34 chunks, 22x on
-Meta-World and SO-101. Encode is
-bound by Hugging Face ``tokenizers`` (one ``encode_batch_fast`` call; the project does not write
-its own BPE): 4.6x (10 x 34), 5.2x (Meta-World), 7.6x (SO-101) on 2 cores. The library spreads
-long chunks over threads but spends ~2 us per sequence outside them, which on short real-robot
-chunks is already more than a tenth of the reference loop. ``encode_batch_fast`` uses threads
-unless ``TOKENIZERS_PARALLELISM`` is false; this class leaves that switch to the user: forcing it
+Meta-World and SO-101. Encode is bound by Hugging Face ``tokenizers`` (one ``encode_batch_fast``
+call; the project does not write its own BPE): 4.6x (10 x 34), 5.2x (Meta-World), 7.6x (SO-101)
+on 2 cores. The library spreads long chunks over threads but spends ~2 us per sequence outside
+them, which on short real-robot chunks is already more than a tenth of the reference loop.
+At batch size 1 fixed per-call costs dominate: 40-90 us per chunk, where the reference takes 17-48
+us to decode and 33-129 us to encode; batching is what this class is built for.
+``encode_batch_fast`` uses threads unless ``TOKENIZERS_PARALLELISM`` is false; this class leaves that switch to the user: forcing it
 on would mark parallelism as "configured", which turns off the library's own guard (after a fork
 it disables parallelism in the child instead of deadlocking, e.g. in DataLoader workers).
 
