@@ -39,6 +39,7 @@ CARD_FILE = "README.md"
 TokenIds = Sequence[Sequence[int]] | Sequence[int] | np.ndarray
 DECODE_BLOCK = 1024
 """Sequences decoded per block (see ``ActionTokenizer._decode_in_blocks``)."""
+_BOOL_TYPES = (bool, np.bool_)
 
 
 class MalformedTokensError(ValueError):
@@ -479,12 +480,27 @@ def _flatten_int_lists(tokens: TokenIds) -> tuple[np.ndarray, np.ndarray] | None
         return None
     ids = np.frombuffer(buffer, dtype=np.int64)
     lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-    small = np.flatnonzero(ids.view(np.uint64) <= 1)  # 0 or 1 (negatives wrap to huge): maybe a bool
-    if small.size:
-        for i in np.unique(np.searchsorted(np.cumsum(lengths), small, side="right")).tolist():
-            if not set(map(type, tokens[i])).isdisjoint((bool, np.bool_)):
-                return None
-    return ids, lengths
+    return None if _holds_bool(tokens, ids, lengths) else (ids, lengths)
+
+
+def _holds_bool(tokens: list | tuple, ids: np.ndarray, lengths: np.ndarray) -> bool:
+    """Whether any 0/1 in ``ids`` came from a bool: only those values are looked at, one by one where
+    a sequence holds few of them, by one C-level pass over its types where it holds many."""
+    small = ids.view(np.uint64) <= 1  # 0 or 1 (negatives wrap to huge)
+    if not small.any():
+        return False
+    ends = np.concatenate(([0], np.cumsum(lengths)))
+    counts = np.concatenate(([0], np.cumsum(small)))
+    per_seq = counts[ends[1:]] - counts[ends[:-1]]
+    dense = per_seq * 8 > lengths
+    for i in np.flatnonzero(dense).tolist():
+        if not set(map(type, tokens[i])).isdisjoint(_BOOL_TYPES):
+            return True
+    sparse = ~dense
+    at = np.flatnonzero(small & np.repeat(sparse, lengths))  # sorted, so grouped by sequence
+    owner = np.repeat(np.flatnonzero(sparse), per_seq[sparse])
+    local = at - ends[owner]
+    return any(type(tokens[i][k]) in _BOOL_TYPES for i, k in zip(owner.tolist(), local.tolist()))
 
 
 def _out_of_range_note(count: int, vocab_size: int) -> str:

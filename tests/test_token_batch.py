@@ -62,3 +62,17 @@ def test_block_decoding_equals_one_pass(monkeypatch, family):
     np.testing.assert_array_equal(blocked.malformed, one.malformed)
     assert blocked.reasons == one.reasons
     assert blocked.malformed.sum() == 4
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.integers(-2, 3) | st.booleans() | st.sampled_from([np.True_, np.int64(1)]), max_size=20),
+                max_size=8))
+def test_flat_check_finds_every_bool(seqs):
+    """Bools pass ``array('q')`` as 0/1; the flat path must still spot each one (sparse or dense)."""
+    has_bool = any(isinstance(v, (bool, np.bool_)) for s in seqs for v in s)
+    out = base._flatten_int_lists(seqs)
+    assert (out is None) == has_bool
+    if out is not None:
+        ids, lengths = out
+        assert ids.tolist() == [int(v) for s in seqs for v in s]
+        assert lengths.tolist() == [len(s) for s in seqs]
