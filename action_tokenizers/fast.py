@@ -40,20 +40,20 @@ What differs from the published processor, for the project's own fits
   127 as two UTF-8 bytes. Treating the whole chunk string as one word (no pre-tokenizer) lets merges
   span the long runs of small high-frequency coefficients. Measured in ``docs/benchmarks.md``
   (scale 10, vocabulary 1024, same data, same error), none vs byte-level: tokens per chunk 96.0 vs
-  99.3 (synthetic 10 x 34), 5.3 vs 6.2 (Meta-World), 6.2 vs 8.3 (SO-101); batch encode 33.1 vs 48.9
-  and decode 4.9 vs 17.8 us per 10 x 34 chunk. So ``none`` is the default; ``byte_level`` stays
+  99.3 (synthetic 10 x 34), 5.3 vs 6.2 (Meta-World), 6.2 vs 8.3 (SO-101); batch encode 32.0 vs 51.4
+  and decode 4.7 vs 20.4 us per 10 x 34 chunk. So ``none`` is the default; ``byte_level`` stays
   available and is what published directories use.
 
 Speed (``docs/benchmarks.md``, batches of distinct chunks against the per-chunk reference loop):
 with the default pre-tokenization, decode never calls the BPE library: each id's coefficients sit
 in one table, so decoding is a gather (:func:`_run_indices`) and one inverse DCT over the batch,
-run by the base class in cache-sized blocks: 9.6x the reference on 10 x 34 chunks, 22-23x on
+run by the base class in cache-sized blocks: 9.5x the reference on 10 x 34 chunks, 21-22x on
 Meta-World and SO-101. Encode is bound by Hugging Face ``tokenizers`` (one ``encode_batch_fast``
-call; the project does not write its own BPE): 4.0x (10 x 34), 7.0x (Meta-World), 7.1x (SO-101)
-on 2 cores. The library spreads chunks over threads, but 2-3 us per short real-robot chunk stay
-serial: about a tenth of the reference loop on their own. At batch size 1 fixed per-call costs
-dominate: 36-81 us per chunk to encode and 65-69 us to decode, where the reference takes 29-116
-and 17-41 us; batching is what this class is built for.
+call; the project does not write its own BPE): 3.8x (10 x 34), 5.1x (Meta-World), 4.0x (SO-101)
+on 2 cores, BPE's word cache emptied before each batch. The library spreads chunks over threads,
+but 2-3 us per short real-robot chunk stay serial: about a tenth of the reference loop on their
+own. At batch size 1 fixed per-call costs dominate: 40-81 us per chunk to encode and 64-68 us to
+decode, where the reference takes 37-155 and 16-41 us; batching is what this class is built for.
 ``encode_batch_fast`` uses threads unless ``TOKENIZERS_PARALLELISM`` is false; this class leaves
 that switch to the user: forcing it on would mark parallelism as "configured", which turns off the
 library's own guard (after a fork it disables parallelism in the child instead of deadlocking,
