@@ -344,9 +344,7 @@ class ActionTokenizer(ABC):
         bad = (flat < 0) | (flat >= v)
         if not bad.any():  # the common case: nothing to clamp or report
             return TokenBatch(flat, lengths), np.zeros(lengths.shape[0], dtype=np.int64)
-        counts = np.concatenate(([0], np.cumsum(bad)))
-        ends = np.cumsum(lengths)
-        return TokenBatch(np.clip(flat, -1, v), lengths), counts[ends] - counts[ends - lengths]
+        return TokenBatch(np.clip(flat, -1, v), lengths), segment_sums(bad, np.cumsum(lengths))
 
     def _check_tokens_each(self, tokens: TokenIds) -> tuple[TokenBatch, np.ndarray]:
         """The careful path: one sequence, and where needed one token, at a time; names the first bad value."""
@@ -489,9 +487,8 @@ def _holds_bool(tokens: list | tuple, ids: np.ndarray, lengths: np.ndarray) -> b
     small = ids.view(np.uint64) <= 1  # 0 or 1 (negatives wrap to huge)
     if not small.any():
         return False
-    ends = np.concatenate(([0], np.cumsum(lengths)))
-    counts = np.concatenate(([0], np.cumsum(small)))
-    per_seq = counts[ends[1:]] - counts[ends[:-1]]
+    ends = np.cumsum(lengths)
+    per_seq = segment_sums(small, ends)
     dense = per_seq * 8 > lengths
     for i in np.flatnonzero(dense).tolist():
         if not set(map(type, tokens[i])).isdisjoint(_BOOL_TYPES):
@@ -499,8 +496,14 @@ def _holds_bool(tokens: list | tuple, ids: np.ndarray, lengths: np.ndarray) -> b
     sparse = ~dense
     at = np.flatnonzero(small & np.repeat(sparse, lengths))  # sorted, so grouped by sequence
     owner = np.repeat(np.flatnonzero(sparse), per_seq[sparse])
-    local = at - ends[owner]
+    local = at - (ends - lengths)[owner]
     return any(type(tokens[i][k]) in _BOOL_TYPES for i, k in zip(owner.tolist(), local.tolist()))
+
+
+def segment_sums(values: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Sums of ``values`` over consecutive segments ending at ``ends`` (the cumsum of segment lengths)."""
+    total = np.concatenate(([0], np.cumsum(values, dtype=np.int64)))
+    return total[ends] - total[np.concatenate(([0], ends[:-1]))] if ends.size else np.zeros(0, dtype=np.int64)
 
 
 def _out_of_range_note(count: int, vocab_size: int) -> str:

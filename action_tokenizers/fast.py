@@ -74,7 +74,7 @@ from typing import Any
 
 import numpy as np
 
-from action_tokenizers.base import CONFIG_FILE, ActionTokenizer, TokenBatch, TokenizerConfig
+from action_tokenizers.base import CONFIG_FILE, ActionTokenizer, TokenBatch, TokenizerConfig, segment_sums
 from action_tokenizers.io import read_json
 from action_tokenizers.normalize import Normalizer
 
@@ -252,7 +252,7 @@ class FASTTokenizer(ActionTokenizer):
         unknown = np.zeros(n, dtype=np.int64)
         if unknown_tok.any():
             ids = np.where(unknown_tok, v, ids)  # id v: the empty entry of the character tables
-            unknown = _segment_sums(unknown_tok, tok_ends)
+            unknown = segment_sums(unknown_tok, tok_ends)
         values, counts, dropped, tok_lens = self._values(ids, tok_ends)
         malformed = (counts != size) | (unknown > 0) | (dropped > 0)
         if not malformed.any():  # the common case: every sequence holds exactly h * d coefficients
@@ -272,12 +272,12 @@ class FASTTokenizer(ActionTokenizer):
         where an id need not hold whole characters)."""
         if self._values_flat is not None:  # no pre-tokenizer: each id is a fixed run of characters
             lens = self._tok_len[ids]
-            counts = _segment_sums(lens, tok_ends)
-            dropped = _segment_sums(self._tok_dropped[ids], tok_ends) if self._any_dropped else np.zeros_like(counts)
+            counts = segment_sums(lens, tok_ends)
+            dropped = segment_sums(self._tok_dropped[ids], tok_ends) if self._any_dropped else np.zeros_like(counts)
             return self._values_flat[_run_indices(self._tok_start[ids], lens)], counts, dropped, lens
         # byte-level: a character may span several ids, so decode whole sequences (one batch call)
         keep = ids < self._bpe_size
-        bounds = np.cumsum(np.concatenate(([0], _segment_sums(keep, tok_ends))))
+        bounds = np.cumsum(np.concatenate(([0], segment_sums(keep, tok_ends))))
         kept = ids[keep]
         seqs = [kept[a:b].tolist() for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
         texts = self.bpe.decode_batch(seqs, skip_special_tokens=False)
@@ -491,7 +491,7 @@ def _char_table(bpe, max_char: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     flat = np.frombuffer("".join(tokens).encode("utf-32-le", "surrogatepass"), dtype="<u4").astype(np.int64)
     ok = (flat <= max_char) & (flat != _REPLACEMENT_CHAR)
     ends = np.cumsum(raw_lens)
-    lens = _segment_sums(ok, ends)
+    lens = segment_sums(ok, ends)
     dropped = raw_lens - lens
     flat = flat[ok]
     starts = np.cumsum(lens) - lens
@@ -510,12 +510,6 @@ def _run_indices(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     step[0] = starts[0]
     step[np.cumsum(lens[:-1])] = starts[1:] - (starts[:-1] + lens[:-1] - 1)
     return np.cumsum(step, out=step)
-
-
-def _segment_sums(values: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Sums of ``values`` over consecutive segments ending at ``ends`` (the cumsum of segment lengths)."""
-    total = np.concatenate(([0], np.cumsum(values, dtype=np.int64)))
-    return total[ends] - total[np.concatenate(([0], ends[:-1]))] if ends.size else np.zeros(0, dtype=np.int64)
 
 
 @dataclass
