@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from action_tokenizers.io import recover
+
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.md", "bpe_tokenizer/*.json"]
 
 
@@ -15,11 +17,15 @@ def resolve_directory(path_or_repo_id: str | Path, revision: str | None = None) 
     """A local directory as is; otherwise download a Hub repo's data files and return the snapshot."""
     path = Path(path_or_repo_id)
     if path.is_dir():
+        recover(path)  # finish a save that a kill interrupted, so the load sees one complete version
         return path
     text = str(path_or_repo_id)
     if path.exists():
         raise NotADirectoryError(f"{text} is a file; expected a tokenizer directory or a Hub repo id")
-    if text.startswith((".", "/", "~")) or text.count("/") != 1:
+    if _looks_local(text):
+        raise FileNotFoundError(f"local folder {text} does not exist (no folder {_missing_part(path)}); "
+                                "check the path")
+    if text.count("/") != 1:
         raise FileNotFoundError(f"{text} is neither an existing directory nor a Hub repo id of the form 'owner/name'")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
@@ -33,6 +39,25 @@ def resolve_directory(path_or_repo_id: str | Path, revision: str | None = None) 
         raise FileNotFoundError(f"Hub repo {text!r} has no revision {revision!r} (a branch, tag or commit sha)") from e
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
         raise ConnectionError(f"could not fetch {text!r} from the Hub (offline? set HF_HUB_OFFLINE=0): {e}") from e
+
+
+def _looks_local(text: str) -> bool:
+    """A path a user meant as local: starts with ./ ../ / ~ or a drive, or its first part exists here.
+
+    ``tr/nope`` where ``tr/`` is a local folder is a typo, not the Hub repo ``tr/nope``.
+    """
+    if text.startswith((".", "/", "~", "\\")) or (len(text) > 1 and text[1] == ":"):
+        return True
+    first = text.replace("\\", "/").split("/", 1)[0]
+    return "/" in text and Path(first).exists()
+
+
+def _missing_part(path: Path) -> str:
+    """The first component of ``path`` that does not exist (what to fix)."""
+    for p in reversed((path, *path.parents)):
+        if str(p) not in ("", ".") and not p.exists():
+            return str(p)
+    return str(path)
 
 
 def push_directory(directory: Path, repo_id: str, private: bool = False, token: str | None = None,

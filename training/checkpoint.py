@@ -7,9 +7,11 @@
     rng.safetensors        torch CPU (and CUDA) generator states
     trainer_state.json     step, optimizer hyper-parameters, scheduler state, loss history, config
 
-Every checkpoint directory is written under a hidden temp name and renamed into place when
-complete, and older ones are deleted only after that, so a run killed at any moment leaves its
-last complete checkpoint usable. Nothing is pickled (accelerate's ``save_state`` would pickle the
+Every checkpoint directory is written under the output rule (``action_tokenizers.io``): staged,
+then committed, with a manifest of its files and their sha256; older ones are deleted (only
+their listed files) after that, so a run killed at any moment leaves its last complete
+checkpoint usable. ``trainer_state.json`` also records how many processes trained
+(``num_processes``), so a resume on another layout is visible. Nothing is pickled (accelerate's ``save_state`` would pickle the
 optimizer and RNG states), so loading never executes code from the directory. The data order is
 a function of ``(seed, step)``, so no sampler state is needed.
 """
@@ -17,7 +19,6 @@ a function of ``(seed, step)``, so no sampler state is needed.
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from action_tokenizers.io import atomic_directory, read_json, write_json
+from action_tokenizers.io import OutputFolder, atomic_directory, read_json, recover, verify_manifest, write_json
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -48,6 +49,8 @@ class TrainerState:
     train_seconds: float = 0.0
     train_cpu_seconds: float = 0.0
     train_tokens: int = 0
+    num_processes: int = 1
+    """Processes that trained (accelerate's world size) at the last save."""
 
 
 def checkpoint_dirs(out: Path) -> list[Path]:
@@ -59,12 +62,16 @@ def checkpoint_dirs(out: Path) -> list[Path]:
 
 
 def save_checkpoint(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    state: TrainerState, config: dict[str, Any], keep: int = 1) -> Path:
-    """Write ``checkpoints/step-N`` atomically, then drop all but the newest ``keep``."""
+                    state: TrainerState, config: dict[str, Any], keep: int = 1,
+                    folder: OutputFolder | None = None) -> Path:
+    """Write ``checkpoints/step-N`` atomically, then drop all but the newest ``keep``.
+
+    ``folder``: the run's open output folder; old checkpoints are removed through it (only our files).
+    """
     from safetensors.torch import save_file, save_model
 
     path = out / CHECKPOINTS_DIR / f"step-{state.step:08d}"
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, kind="checkpoint", overwrite=True) as tmp:
         save_model(model, str(tmp / MODEL_FILE))
         tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
         save_file(tensors, str(tmp / OPTIM_FILE))
@@ -74,10 +81,14 @@ def save_checkpoint(out: Path, model: nn.Module, optimizer: torch.optim.Optimize
             "optimizer": optim_meta, "scheduler": scheduler.state_dict(),
             "trainer": {"losses": state.losses, "evals": state.evals,
                         "train_seconds": state.train_seconds, "train_cpu_seconds": state.train_cpu_seconds,
-                        "train_tokens": state.train_tokens},
+                        "train_tokens": state.train_tokens, "num_processes": state.num_processes},
         })
     for old in checkpoint_dirs(out)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if folder is not None:
+            folder.remove(old.relative_to(out).as_posix())
+        else:
+            with OutputFolder(old.parent, None, overwrite=True) as f:
+                f.remove(old.name)
     return path
 
 
@@ -95,10 +106,12 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     """Restore model, optimizer, scheduler and RNG in place; errors name the broken file."""
     from safetensors.torch import load_file, load_model
 
+    recover(path)
     saved = read_json(path / STATE_FILE, what="checkpoint state")
     for name in (MODEL_FILE, OPTIM_FILE, RNG_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(f"checkpoint {path} is incomplete: {name} is missing")
+    verify_manifest(path, (STATE_FILE, MODEL_FILE, OPTIM_FILE, RNG_FILE))
     try:
         missing, unexpected = load_model(model, str(path / MODEL_FILE), strict=False)
         optim_tensors = load_file(str(path / OPTIM_FILE))
@@ -117,7 +130,8 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     t = saved.get("trainer", {})
     return TrainerState(step=int(saved["step"]), losses=t.get("losses", []), evals=t.get("evals", []),
                         train_seconds=float(t.get("train_seconds", 0.0)),
-                        train_cpu_seconds=float(t.get("train_cpu_seconds", 0.0)), train_tokens=int(t.get("train_tokens", 0)))
+                        train_cpu_seconds=float(t.get("train_cpu_seconds", 0.0)), train_tokens=int(t.get("train_tokens", 0)),
+                        num_processes=int(t.get("num_processes", 1)))
 
 
 def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
