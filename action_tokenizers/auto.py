@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from action_tokenizers.base import CONFIG_FILE, ActionTokenizer
 from action_tokenizers.io import read_json
+from action_tokenizers.registry import FAMILIES, tokenizer_class
 
-# class name -> module; modules are imported only when a directory needs them.
-TOKENIZER_CLASSES = {
-    "BinningTokenizer": "action_tokenizers.binning",
-    "FASTTokenizer": "action_tokenizers.fast",
-    "VQTokenizer": "action_tokenizers.vq",
-}
-# family name (CLI ``--tokenizer``) -> class name
-FAMILIES = {"binning": "BinningTokenizer", "fast": "FASTTokenizer", "vq": "VQTokenizer"}
+__all__ = ["AutoActionTokenizer", "FAMILIES", "tokenizer_class"]
+
 PUBLISHED_FAST_CONFIG = "processor_config.json"
-
-
-def tokenizer_class(name: str) -> type[ActionTokenizer]:
-    """Class by class name or family name, with the valid names in the error."""
-    cls_name = FAMILIES.get(name, name)
-    if cls_name not in TOKENIZER_CLASSES:
-        raise ValueError(f"unknown tokenizer {name!r}; valid: {sorted(FAMILIES)} (or {sorted(TOKENIZER_CLASSES)})")
-    return getattr(importlib.import_module(TOKENIZER_CLASSES[cls_name]), cls_name)
 
 
 class AutoActionTokenizer:
@@ -39,8 +25,9 @@ class AutoActionTokenizer:
 
         directory = resolve_directory(path_or_repo_id, revision=revision)
         if not (directory / CONFIG_FILE).is_file() and (directory / PUBLISHED_FAST_CONFIG).is_file():
-            return tokenizer_class("FASTTokenizer")._from_directory(directory)
+            return tokenizer_class("fast")._from_directory(directory)
         name = read_json(directory / CONFIG_FILE, what="tokenizer config").get("tokenizer_class")
         if name is None:
-            raise ValueError(f"{directory / CONFIG_FILE} has no 'tokenizer_class'; valid: {sorted(TOKENIZER_CLASSES)}")
+            raise ValueError(f"{directory / CONFIG_FILE} has no 'tokenizer_class'; "
+                             f"valid: {sorted(f.class_name for f in FAMILIES.values())}")
         return tokenizer_class(name)._from_directory(directory)

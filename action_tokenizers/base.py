@@ -28,13 +28,16 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from action_tokenizers.io import atomic_directory, load_safetensors, read_json, write_json
+from action_tokenizers.io import (atomic_directory, checksums, load_safetensors, read_json, verify_checksums,
+                                  verify_manifest, write_json)
 from action_tokenizers.normalize import Normalizer, check_mode
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 TENSORS_FILE = "tensors.safetensors"
 CARD_FILE = "README.md"
+CHECKSUMS_KEY = "checksums"
+"""config.json key: sha256 of each data file of the directory, checked on load."""
 
 TokenIds = Sequence[Sequence[int]] | Sequence[int] | np.ndarray
 DECODE_BLOCK = 1024
@@ -85,6 +88,27 @@ class Decoded:
     @property
     def n_malformed(self) -> int:
         return int(self.malformed.sum())
+
+
+@dataclass
+class EncodeStats:
+    """What an encode did to its input beyond tokenizing: values clipped to the fitted range."""
+
+    chunks: int
+    clipped_values: int
+    """Scalars outside the normalizer's fitted range (saturated to its edge before tokenizing)."""
+    clipped_chunks: int
+    """Chunks holding at least one clipped value."""
+    clipped_per_dim: list[int]
+    """Clipped scalars per action dimension."""
+
+
+@dataclass
+class Encoded:
+    """Ids (as :meth:`ActionTokenizer.encode` returns them) and the :class:`EncodeStats`."""
+
+    ids: list[list[int]] | list[int]
+    stats: EncodeStats
 
 
 @dataclass(frozen=True)
@@ -163,6 +187,10 @@ class ActionTokenizer(ABC):
         self.chunk_size: int | None = None
         self.action_dim: int | None = None
         self.metrics: dict[str, Any] = {}
+        self.last_encode_stats: EncodeStats | None = None
+        """Clipping counts of the latest :meth:`encode` call."""
+        self.heldout_episodes: list[int] | None = None
+        """Episodes (dataset ``episode_index``) kept out of the fit; saved so every stage can check its split."""
         self._normalizer_from_stats = False
 
     # ------------------------------------------------------------------ family hooks
@@ -245,20 +273,47 @@ class ActionTokenizer(ABC):
         return self
 
     def encode(self, chunks: np.ndarray) -> list[list[int]] | list[int]:
-        """Raw chunks ``(n, h, d)`` -> one id list per chunk; a single ``(h, d)`` chunk -> one list."""
+        """Raw chunks ``(n, h, d)`` -> one id list per chunk; a single ``(h, d)`` chunk -> one list.
+
+        Values beyond the normalizer's fitted range are clipped (saturated), not refused; how many
+        were is in :attr:`last_encode_stats` (and :meth:`encode_with_report`).
+        """
+        return self.encode_with_report(chunks).ids
+
+    def encode_with_report(self, chunks: np.ndarray) -> "Encoded":
+        """:meth:`encode`, plus how many values were clipped to the normalizer's fitted range."""
         self._require_fitted()
         single = np.ndim(chunks) == 2
-        x = self._check_chunks(chunks[None] if single else chunks)
-        ids = self._encode(self.normalizer.normalize(x))
-        return ids[0] if single else ids
+        x = self._check_chunks(np.asarray(chunks)[None] if single else chunks)
+        stats = self._clip_stats(x)
+        ids = self._encode(self.normalizer.normalize(x)) if len(x) else []  # families need not handle n = 0
+        self.last_encode_stats = stats
+        return Encoded(ids[0] if single else ids, stats)
+
+    def _clip_stats(self, x: np.ndarray) -> "EncodeStats":
+        """Values of ``x`` (n, h, d) outside the range the normalizer maps onto [-1, 1] (they get clipped)."""
+        n, _, d = x.shape
+        if not self.normalizer.clips or x.size == 0:
+            return EncodeStats(n, 0, 0, [0] * d)
+        lo, hi = self.normalizer.unnormalize(-np.ones(d)), self.normalizer.unnormalize(np.ones(d))
+        lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+        if self.normalizer.mask is not None:  # skipped dims are never clipped
+            lo, hi = np.where(self.normalizer.mask, lo, -np.inf), np.where(self.normalizer.mask, hi, np.inf)
+        out = (x < lo) | (x > hi)
+        per_dim = out.sum(axis=(0, 1))
+        return EncodeStats(n, int(per_dim.sum()), int(out.any(axis=(1, 2)).sum()), per_dim.tolist())
 
     def decode(self, tokens: TokenIds, strict: bool = False) -> np.ndarray:
         """Id lists -> raw chunks ``(n, h, d)`` (a single flat list -> ``(h, d)``).
+
+        An empty list (like an empty 1-D array) is one sequence of no ids: it decodes to one
+        chunk flagged as malformed, never to a silent empty batch. Tensors are accepted as arrays.
 
         Non-strict (default): never raises on integer input; malformed sequences decode to the
         best available chunk (see :meth:`decode_with_report` for which ones). ``strict=True``
         raises :class:`MalformedTokensError` instead.
         """
+        tokens = _as_token_input(tokens)
         single = _is_single_sequence(tokens)
         report = self.decode_with_report([tokens] if single else tokens)
         if strict and report.n_malformed:
@@ -271,7 +326,7 @@ class ActionTokenizer(ABC):
     def decode_with_report(self, tokens: TokenIds) -> Decoded:
         """Decode a batch of id lists and say which were malformed (never raises on ints)."""
         self._require_fitted()
-        batch, out_of_range = self._check_tokens(tokens)
+        batch, out_of_range = self._check_tokens(_as_token_input(tokens))
         if not len(batch):
             empty = np.zeros((0, self.chunk_size, self.action_dim))
             return Decoded(empty, np.zeros(0, dtype=bool), [])
@@ -305,6 +360,9 @@ class ActionTokenizer(ABC):
             raise TypeError(f"chunks must be a float array of shape (n, h, d): {e}") from e
         if x.ndim != 3:
             raise ValueError(f"chunks must have shape (n, h, d) (or (h, d) for one chunk), got shape {x.shape}")
+        if x.shape[1] == 0 or x.shape[2] == 0:
+            raise ValueError(f"chunks of shape {x.shape} have no {'time steps' if x.shape[1] == 0 else 'action dimensions'}"
+                             " (h and d must be >= 1): check the action key and the chunk size")
         if not fitting:
             expected = (self.chunk_size, self.action_dim)
             if x.shape[1:] != expected:
@@ -354,7 +412,11 @@ class ActionTokenizer(ABC):
             if isinstance(seq, np.ndarray) and seq.ndim == 1 and seq.dtype.kind in "iu":  # int rows: vectorized
                 seqs.append(seq.astype(np.int64))
                 continue
+            if not isinstance(seq, (list, tuple, np.ndarray)) and hasattr(seq, "__array__"):
+                seq = np.asarray(seq)  # a tensor row
             if isinstance(seq, np.ndarray):
+                if seq.ndim != 1:
+                    raise TypeError(f"sequence {i} must be a list of ints, got an array of shape {seq.shape}")
                 seq = seq.tolist()
             if isinstance(seq, (str, bytes)) or not hasattr(seq, "__iter__"):
                 raise TypeError(f"sequence {i} must be a list of ints, got {type(seq).__name__}")
@@ -369,17 +431,22 @@ class ActionTokenizer(ABC):
         return self._clamped(flat, lengths)
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write config.json, tensors.safetensors, family files and a model card, atomically."""
+    def save_pretrained(self, directory: str | Path, overwrite: bool = False) -> Path:
+        """Write config.json, tensors.safetensors, family files and a model card, atomically.
+
+        Follows the output rule (``action_tokenizers.io``): a folder holding other files than an
+        earlier saved tokenizer is refused unless ``overwrite`` (the other files are kept);
+        config.json records the sha256 of every data file, checked on load.
+        """
         from safetensors.numpy import save_file
 
         self._require_fitted()
         directory = Path(directory)
-        with atomic_directory(directory) as tmp:
+        with atomic_directory(directory, kind="tokenizer", overwrite=overwrite) as tmp:
             tensors = {**self.normalizer.tensors(), **self._tensors()}
             save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / TENSORS_FILE))
             self._save_files(tmp)
-            write_json(tmp / CONFIG_FILE, self._saved_config())
+            write_json(tmp / CONFIG_FILE, {**self._saved_config(), CHECKSUMS_KEY: checksums(tmp)})
             (tmp / CARD_FILE).write_text(self.model_card())
         return directory
 
@@ -396,6 +463,7 @@ class ActionTokenizer(ABC):
             "normalizer": self.normalizer.config(),
             "state": self._fit_state(),
             "metrics": self.metrics,
+            **({"heldout_episodes": self.heldout_episodes} if self.heldout_episodes is not None else {}),
         }
 
     @classmethod
@@ -415,13 +483,20 @@ class ActionTokenizer(ABC):
         missing = [k for k in ("config", "chunk_size", "action_dim", "normalizer") if k not in saved]
         if missing:
             raise ValueError(f"{directory / CONFIG_FILE} is incomplete: missing {missing}")
+        _check_saved_types(saved, directory / CONFIG_FILE)
         if saved.get("format_version", 0) > FORMAT_VERSION:
             raise ValueError(f"{directory} was written by a newer version (format {saved['format_version']})")
-        tok = cls(cls.config_class.from_dict(saved["config"]))
+        verify_manifest(directory, (CONFIG_FILE,))
+        verify_checksums(directory, saved.get(CHECKSUMS_KEY) or {}, f"{directory / CONFIG_FILE}")
+        try:
+            tok = cls(cls.config_class.from_dict(saved["config"]))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{directory / CONFIG_FILE}: bad 'config': {e}") from e
         tensors = load_safetensors(directory / TENSORS_FILE, what="tokenizer directory")
         tok.normalizer = Normalizer.from_saved(saved["normalizer"], tensors)
         tok.chunk_size, tok.action_dim = int(saved["chunk_size"]), int(saved["action_dim"])
         tok.metrics = saved.get("metrics", {})
+        tok.heldout_episodes = saved.get("heldout_episodes")
         tok._load_fit_state(saved.get("state", {}))
         tok._load_tensors(tensors)
         tok._load_files(directory)
@@ -454,11 +529,35 @@ class ActionTokenizer(ABC):
         return f"{type(self).__name__}({self.config}, {shape})"
 
 
+def _check_saved_types(saved: dict[str, Any], path: Path) -> None:
+    """Hand-edited configs (``"format_version": "1"``, ``"chunk_size": "ten"``) fail here, naming the file."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if "format_version" in saved and not is_int(saved["format_version"]):
+        raise ValueError(f"{path}: 'format_version' must be an integer, got {saved['format_version']!r}")
+    for key in ("chunk_size", "action_dim"):
+        if not is_int(saved[key]) or saved[key] < 1:
+            raise ValueError(f"{path}: {key!r} must be a positive integer, got {saved[key]!r}")
+    for key in ("config", "normalizer"):
+        if not isinstance(saved[key], dict):
+            raise ValueError(f"{path}: {key!r} must be a JSON object, got {saved[key]!r}")
+
+
+def _as_token_input(tokens: Any) -> Any:
+    """Tensors (torch, jax...) become NumPy arrays; lists, tuples and arrays pass as they are."""
+    if isinstance(tokens, (list, tuple, np.ndarray)) or not hasattr(tokens, "__array__"):
+        return tokens
+    if hasattr(tokens, "detach"):
+        tokens = tokens.detach().cpu()
+    return np.asarray(tokens)
+
+
 def _is_single_sequence(tokens: TokenIds) -> bool:
     if isinstance(tokens, np.ndarray):
         return tokens.ndim == 1
-    if isinstance(tokens, (list, tuple)):
-        return len(tokens) > 0 and isinstance(tokens[0], (int, np.integer))
+    if isinstance(tokens, (list, tuple)):  # [] is one sequence of no ids, as np.array([]) is
+        return len(tokens) == 0 or isinstance(tokens[0], (int, np.integer))
     return False
 
 

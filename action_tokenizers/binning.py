@@ -12,6 +12,7 @@ interval ``clip(id, 0, 254)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -157,3 +158,11 @@ class BinningTokenizer(ActionTokenizer):
                 f"binning.edges has shape {edges.shape}, expected ({self.action_dim}, {expected_cols}) finite values"
             )
         self._set_edges(edges)
+
+
+SWEEP_BINS = (4, 8, 16, 32, 64, 128, 256)
+
+
+def sweep_settings() -> list[tuple[str, Callable[[], BinningTokenizer]]]:
+    """``(label, factory)`` pairs for the rate-distortion sweep: the bin counts in ``SWEEP_BINS``."""
+    return [(f"{n} bins", lambda n=n: BinningTokenizer(n_bins=n)) for n in SWEEP_BINS]

@@ -19,14 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from action_tokenizers.auto import FAMILIES, AutoActionTokenizer, tokenizer_class
+from action_tokenizers.auto import AutoActionTokenizer
 from action_tokenizers.base import ActionTokenizer, TokenizerConfig
-from action_tokenizers.binning import BinningConfig
-from action_tokenizers.fast import FASTConfig
-from action_tokenizers.vq import VQConfig
-from action_tokenizers.io import atomic_directory, write_json
-
-
+from action_tokenizers.io import atomic_directory, check_output, write_json
+from action_tokenizers.registry import FAMILIES, tokenizer_class
+from action_tokenizers.split import EpisodeSplit, episode_split
 
 
 @dataclass
@@ -45,28 +42,26 @@ class DataArgs:
     """Share of episodes held out for the report (0 measures on the training chunks)."""
     seed: int = 0
     """Seed for the episode split and the report's random corruptions."""
+    heldout_episodes: tuple[int, ...] | None = None
+    """Held-out episode indices (overrides --eval-fraction; the main job passes one split to every stage)."""
 
 
 @dataclass
-class FitConfig(DataArgs):
+class _FitOptions(DataArgs):
     """Fit one tokenizer family on a dataset and write the tokenizer plus its report."""
 
     tokenizer: str = "binning"
-    """Family: binning, fast or vq."""
+    """Family: one of the registry's (binning, fast, vq)."""
     out: Path = Path("runs/tokenizer")
     """Output directory: OUT/tokenizer (saved tokenizer) and OUT/report."""
     normalizer_from_stats: bool = False
     """Take the normalizer from the dataset's meta/stats.json instead of fitting it."""
     sweep: bool = True
     """Also sweep the family's settings for the rate-distortion plot."""
+    overwrite: bool = False
+    """Replace an earlier fit's files in --out (other files there are kept)."""
     progress: bool = True
     """Show progress bars."""
-    binning: BinningConfig = field(default_factory=BinningConfig)
-    """Binning options (used with --tokenizer binning)."""
-    fast: FASTConfig = field(default_factory=FASTConfig)
-    """FAST options (used with --tokenizer fast)."""
-    vq: VQConfig = field(default_factory=VQConfig)
-    """VQ options (used with --tokenizer vq)."""
 
     def __post_init__(self) -> None:
         if self.tokenizer not in FAMILIES:
@@ -78,6 +73,16 @@ class FitConfig(DataArgs):
 
     def family_config(self) -> TokenizerConfig:
         return getattr(self, self.tokenizer)
+
+
+# One nested option group per registered family (``--binning.n-bins``, ``--fast.scale``, ...).
+FitConfig = dataclasses.make_dataclass(
+    "FitConfig",
+    [(name, fam.config_class(), field(default_factory=fam.config_class())) for name, fam in FAMILIES.items()],
+    bases=(_FitOptions,),
+)
+FitConfig.__doc__ = _FitOptions.__doc__
+FitConfig.__module__ = __name__
 
 
 @dataclass
@@ -98,23 +103,26 @@ class SplitChunks:
     test: np.ndarray
     action_names: list[str] | None
     stats: dict
-    note: str
+    split: EpisodeSplit
+
+    @property
+    def note(self) -> str:
+        return self.split.note
 
 
 def split_chunks(args: DataArgs) -> SplitChunks:
-    """Load chunks and split them by episode (never within an episode) into train and held-out."""
+    """Load chunks and split them by whole episodes (:mod:`action_tokenizers.split`) into train and held-out.
+
+    With no held-out episode (fraction 0 or a single episode) the report measures on the training chunks.
+    """
     from action_tokenizers.data import load_chunks
 
     cs = load_chunks(args.dataset, chunk_size=args.chunk_size, stride=args.stride, action_key=args.action_key, pad="drop")
-    episodes = np.unique(cs.episode_index)
-    n_test = int(np.ceil(args.eval_fraction * len(episodes))) if args.eval_fraction > 0 else 0
-    if n_test == 0 or len(episodes) < 2:
-        note = "measured on the training chunks (fewer than 2 episodes or --eval-fraction 0)"
-        return SplitChunks(cs.actions, cs.actions, cs.action_names, cs.stats, note)
-    held = np.random.default_rng(args.seed).choice(episodes, size=n_test, replace=False)
-    is_test = np.isin(cs.episode_index, held)
-    note = f"measured on {n_test} held-out episode(s) of {len(episodes)}: {sorted(int(e) for e in held)}"
-    return SplitChunks(cs.actions[~is_test], cs.actions[is_test], cs.action_names, cs.stats, note)
+    split = episode_split(cs.episode_index, args.eval_fraction, args.seed, args.heldout_episodes)
+    train, test = split.rows(cs.episode_index)
+    if not len(test):
+        return SplitChunks(cs.actions, cs.actions, cs.action_names, cs.stats, split)
+    return SplitChunks(cs.actions[train], cs.actions[test], cs.action_names, cs.stats, split)
 
 
 def build_tokenizer(family: str, config: TokenizerConfig) -> ActionTokenizer:
@@ -135,10 +143,12 @@ def run_fit(cfg: FitConfig) -> Path:
     """Fit, measure and save atomically: ``OUT/tokenizer`` and ``OUT/report``."""
     from action_tokenizers.report import default_sweep, write_report
 
+    check_output(cfg.out, "fit", cfg.overwrite)  # refuse now, not after the fit
     data = split_chunks(cfg)
     tok = build_tokenizer(cfg.tokenizer, cfg.family_config())
+    tok.heldout_episodes = data.split.heldout_episodes
     seconds = fit_tokenizer(tok, data.train, data.stats if cfg.normalizer_from_stats else None, cfg.action_key)
-    with atomic_directory(cfg.out) as tmp:
+    with atomic_directory(cfg.out, kind="fit", overwrite=cfg.overwrite) as tmp:
         report = write_report(tmp / "report", [(cfg.tokenizer, tok)], data.test, train=data.train,
                               fit_seconds={cfg.tokenizer: seconds},
                               sweep=default_sweep((cfg.tokenizer,)) if cfg.sweep else None,
@@ -146,10 +156,15 @@ def run_fit(cfg: FitConfig) -> Path:
                               title=f"{cfg.tokenizer} tokenizer on {cfg.dataset} ({data.note})",
                               progress=cfg.progress)
         tok.save_pretrained(tmp / "tokenizer")
-        write_json(tmp / "fit_config.json", dataclasses.asdict(cfg))
+        write_json(tmp / "fit_config.json", {**_jsonable(dataclasses.asdict(cfg)),
+                                             "heldout_episodes": data.split.heldout_episodes})
     print(report.table())
     print(f"\ntokenizer: {cfg.out / 'tokenizer'}\nreport:    {cfg.out / 'report' / 'report.md'}")
     return cfg.out
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
 def resolve_tokenizer_dir(path: str) -> str:
@@ -167,7 +182,7 @@ def run_inspect(cfg: InspectConfig) -> Path:
     if not cfg.tokenizer:
         raise ValueError("--tokenizer is required (a saved tokenizer directory or Hub repo id)")
     tok = AutoActionTokenizer.from_pretrained(resolve_tokenizer_dir(cfg.tokenizer))
-    args = dataclasses.replace(cfg, chunk_size=tok.chunk_size, eval_fraction=0.0)
+    args = dataclasses.replace(cfg, chunk_size=tok.chunk_size, eval_fraction=0.0, heldout_episodes=None)
     data = split_chunks(args)
     out = cfg.out or (Path(cfg.tokenizer).parent / "report-inspect" if Path(cfg.tokenizer).is_dir() else Path("report"))
     report = write_report(out, [(tok.family, tok)], data.test, action_names=data.action_names,

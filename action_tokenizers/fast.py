@@ -70,7 +70,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -629,3 +629,11 @@ def _shape_field(cfg: dict, name: str, given: int | None, arg: str, path: Path) 
     if value is not None and given is not None and value != given:
         raise ValueError(f"{path} field '{name}' is {value} but {arg}={given} was passed")
     return int(given if given is not None else value)
+
+
+SWEEP_SCALES = (2.0, 5.0, 10.0, 20.0, 50.0)
+
+
+def sweep_settings() -> list[tuple[str, Callable[[], FASTTokenizer]]]:
+    """``(label, factory)`` pairs for the rate-distortion sweep: the DCT scales in ``SWEEP_SCALES``."""
+    return [(f"scale {s}", lambda s=s: FASTTokenizer(scale=s)) for s in SWEEP_SCALES]

@@ -24,25 +24,10 @@ SweepSettings = dict[str, list[tuple[str, Callable[[], ActionTokenizer]]]]
 
 
 def default_sweep(families: tuple[str, ...]) -> SweepSettings:
-    """Rate-distortion settings per family (binning over bin counts, FAST over scale, VQ over codebooks)."""
-    from action_tokenizers.auto import tokenizer_class
+    """Rate-distortion settings per family, each family's own ``sweep_settings()`` (see the registry)."""
+    from action_tokenizers.registry import family
 
-    sweep: SweepSettings = {}
-    if "binning" in families:
-        binning = tokenizer_class("binning")
-        sweep["binning"] = [(f"{n} bins", lambda n=n: binning(n_bins=n)) for n in (4, 8, 16, 32, 64, 128, 256)]
-    if "fast" in families:
-        fast = tokenizer_class("fast")
-        sweep["fast"] = [(f"scale {s}", lambda s=s: fast(scale=s)) for s in (2.0, 5.0, 10.0, 20.0, 50.0)]
-    if "vq" in families:
-        sweep["vq"] = _vq_sweep()
-    return sweep
-
-
-def _vq_sweep() -> list[tuple[str, Callable[[], ActionTokenizer]]]:
-    from action_tokenizers.vq import sweep_settings
-
-    return sweep_settings()
+    return {name: family(name).sweep_settings() for name in families}
 
 
 @dataclass

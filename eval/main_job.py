@@ -27,9 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from action_tokenizers.io import read_json, write_json
+from action_tokenizers.io import OutputFolder, atomic_directory, output_folder, read_json, write_json
+from action_tokenizers.registry import FAMILIES
+from action_tokenizers.split import EpisodeSplit
 
-FAMILIES = ("binning", "fast", "vq")
+HELDOUT_FRACTION = 0.1
+"""Share of demo episodes held out, the same ones for the tokenizer report, the LMs and the regression baseline."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ class RunConfig:
     """Closed-loop evaluation episodes per task (default: the preset's)."""
     train_steps: int | None = None
     """LM optimizer steps per tokenizer (default: the preset's)."""
-    tokenizers: tuple[str, ...] = FAMILIES
+    tokenizers: tuple[str, ...] = tuple(FAMILIES)
     """Tokenizer families to compare."""
     model: str | None = None
     """Hugging Face causal LM name or path to fine-tune instead of the default small Llama."""
@@ -92,6 +95,8 @@ class RunConfig:
     """Seed for collection, fitting and training; evaluation seeds are disjoint from collection seeds."""
     progress: bool = True
     """Show progress bars."""
+    overwrite: bool = False
+    """Use a run directory that holds other files (they are kept; only this project's files are replaced)."""
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -106,7 +111,7 @@ class RunConfig:
             self.tokenizers = tuple(t for t in self.tokenizers.split(",") if t)
         bad = [t for t in self.tokenizers if t not in FAMILIES]
         if bad or not self.tokenizers:
-            raise ValueError(f"--tokenizers must name some of {FAMILIES}, got {self.tokenizers}")
+            raise ValueError(f"--tokenizers must name some of {tuple(FAMILIES)}, got {self.tokenizers}")
         self.out = Path(self.out) if self.out is not None else Path("runs") / self.preset
 
     def resolved(self) -> Preset:
@@ -135,8 +140,9 @@ class Stage:
         return marker.is_file() and read_json(marker).get("fingerprint") == self.fingerprint
 
     def mark_done(self, seconds: float, extra: dict[str, Any] | None = None) -> None:
-        write_json(self.path / "stage.json", {"fingerprint": self.fingerprint, "key": self.key,
-                                              "seconds": seconds, **(extra or {})})
+        with output_folder(self.path, None, overwrite=True) as folder:  # recorded as ours, written atomically
+            folder.write_json("stage.json", {"fingerprint": self.fingerprint, "key": self.key,
+                                             "seconds": seconds, **(extra or {})})
 
 
 def run_stage(stage: Stage, name: str, fn: Callable[[], Any], log: dict[str, Any]) -> bool:
@@ -165,12 +171,22 @@ def collect_stage(cfg: RunConfig, p: Preset, log: dict) -> Stage:
     return stage
 
 
-def fit_stage(cfg: RunConfig, p: Preset, demos: Stage, log: dict) -> dict[str, Stage]:
+def demo_split(cfg: RunConfig, demos: Stage) -> EpisodeSplit:
+    """The one train / held-out split of the demos that every later stage receives."""
+    from action_tokenizers.data import load_episodes
+    from action_tokenizers.split import split_episodes
+
+    episodes = [ep.index for ep in load_episodes(demos.path, keys=("action",), with_tasks=False)]
+    return split_episodes(episodes, HELDOUT_FRACTION, cfg.seed)
+
+
+def fit_stage(cfg: RunConfig, p: Preset, demos: Stage, split: EpisodeSplit, log: dict) -> dict[str, Stage]:
     """Fit each family on the training episodes; the report measures them on held-out episodes."""
     from action_tokenizers.cli import DataArgs, build_tokenizer, fit_tokenizer, split_chunks
     from action_tokenizers.report import default_sweep, write_report
 
-    data_args = DataArgs(dataset=str(demos.path), chunk_size=p.chunk_size, eval_fraction=0.2, seed=cfg.seed)
+    data_args = DataArgs(dataset=str(demos.path), chunk_size=p.chunk_size, seed=cfg.seed,
+                         heldout_episodes=tuple(split.heldout_episodes))
     stages = {f: Stage(cfg.out / "tokenizers" / f, {"demos": demos.fingerprint, "data": dataclasses.asdict(data_args),
                                                      "family": f, "config": _family_config(f)})
               for f in cfg.tokenizers}
@@ -185,6 +201,7 @@ def fit_stage(cfg: RunConfig, p: Preset, demos: Stage, log: dict) -> dict[str, S
     for family, stage in stages.items():
         def fit(family=family, stage=stage):
             tok = build_tokenizer(family, _family_config_obj(family))
+            tok.heldout_episodes = data.split.heldout_episodes
             seconds[family] = fit_tokenizer(tok, data.train)
             tok.save_pretrained(stage.path / "tokenizer")
         run_stage(stage, f"fit {family}", fit, log)
@@ -192,9 +209,10 @@ def fit_stage(cfg: RunConfig, p: Preset, demos: Stage, log: dict) -> dict[str, S
         seconds.setdefault(family, read_json(stage.path / "stage.json")["seconds"])  # a reused fit keeps its time
 
     def report_fn():
-        write_report(report.path, list(fitted.items()), data.test, train=data.train, fit_seconds=seconds or None,
-                     sweep=default_sweep(tuple(fitted)), action_names=data.action_names,
-                     title=f"Tokenizers on the demo set ({data.note})", progress=cfg.progress)
+        with atomic_directory(report.path, kind="report", overwrite=True) as tmp:
+            write_report(tmp, list(fitted.items()), data.test, train=data.train, fit_seconds=seconds or None,
+                         sweep=default_sweep(tuple(fitted)), action_names=data.action_names,
+                         title=f"Tokenizers on the demo set ({data.note})", progress=cfg.progress)
         for family, tok in fitted.items():  # the measured figures go into each tokenizer's model card
             tok.save_pretrained(stages[family].path / "tokenizer")
     run_stage(report, "tokenizer report", report_fn, log)
@@ -202,9 +220,7 @@ def fit_stage(cfg: RunConfig, p: Preset, demos: Stage, log: dict) -> dict[str, S
 
 
 def _family_config_obj(family: str):
-    from action_tokenizers.auto import tokenizer_class
-
-    return tokenizer_class(family).config_class()
+    return FAMILIES[family].config_class()()
 
 
 def _family_config(family: str) -> dict[str, Any]:
@@ -217,14 +233,16 @@ def _load_tokenizer(stage: Stage):
     return AutoActionTokenizer.from_pretrained(stage.path / "tokenizer")
 
 
-def train_stage(cfg: RunConfig, p: Preset, demos: Stage, tokenizers: dict[str, Stage], log: dict) -> dict[str, Stage]:
+def train_stage(cfg: RunConfig, p: Preset, demos: Stage, split: EpisodeSplit, tokenizers: dict[str, Stage],
+                log: dict) -> dict[str, Stage]:
     from training.train import TrainConfig, run_train
 
     stages = {}
     for family, tok_stage in tokenizers.items():
         train = TrainConfig(dataset=demos.path, tokenizer=tok_stage.path / "tokenizer", out=cfg.out / "models" / family,
                             model=cfg.model, max_steps=p.train_steps, hidden_size=p.hidden_size, n_layers=p.n_layers,
-                            seed=cfg.seed, overwrite=True, progress=cfg.progress)
+                            seed=cfg.seed, heldout_episodes=tuple(split.heldout_episodes), overwrite=True,
+                            progress=cfg.progress)
         key = {"tokenizer": tok_stage.fingerprint, "train": _portable(dataclasses.asdict(train))}
         stage = Stage(train.out, key)
         run_stage(stage, f"train {family}", lambda train=train: run_train(train), log)
@@ -232,11 +250,12 @@ def train_stage(cfg: RunConfig, p: Preset, demos: Stage, tokenizers: dict[str, S
     return stages
 
 
-def regression_stage(cfg: RunConfig, p: Preset, demos: Stage, log: dict) -> Stage:
-    from eval.regression import RegressionConfig, run_train_regression
+def regression_stage(cfg: RunConfig, p: Preset, demos: Stage, split: EpisodeSplit, log: dict) -> Stage:
+    from training.regression import RegressionConfig, run_train_regression
 
     reg = RegressionConfig(dataset=demos.path, out=cfg.out / "models" / "regression", chunk_size=p.chunk_size,
-                           steps=p.regression_steps, seed=cfg.seed, progress=cfg.progress)
+                           steps=p.regression_steps, seed=cfg.seed, heldout_episodes=tuple(split.heldout_episodes),
+                           progress=cfg.progress)
     stage = Stage(reg.out, {"demos": demos.fingerprint, "regression": _portable(dataclasses.asdict(reg))})
     run_stage(stage, "train regression", lambda: run_train_regression(reg), log)
     return stage
@@ -269,22 +288,33 @@ def _portable(d: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- the job
 def run_main(cfg: RunConfig) -> dict[str, Any]:
-    """Run every stage (reusing finished ones), write RUN/results.json + results.md + plots, print the table."""
+    """Run every stage (reusing finished ones), write RUN/results.json + results.md + plots, print the table.
+
+    The run directory follows the output rule (``action_tokenizers.io``): locked while a run is
+    at work, refused when it holds other files than an earlier run's unless --overwrite.
+    """
+    with output_folder(cfg.out, "run", overwrite=cfg.overwrite) as folder:
+        return _run_main(cfg, folder)
+
+
+def _run_main(cfg: RunConfig, folder: OutputFolder) -> dict[str, Any]:
     p = cfg.resolved()
-    cfg.out.mkdir(parents=True, exist_ok=True)
     start, log = time.perf_counter(), {}
     demos = collect_stage(cfg, p, log)
-    tokenizers = fit_stage(cfg, p, demos, log)
-    models = train_stage(cfg, p, demos, tokenizers, log)
-    models["regression"] = regression_stage(cfg, p, demos, log)
+    split = demo_split(cfg, demos)
+    tokenizers = fit_stage(cfg, p, demos, split, log)
+    models = train_stage(cfg, p, demos, split, tokenizers, log)
+    models["regression"] = regression_stage(cfg, p, demos, split, log)
     results = eval_stage(cfg, p, models, log)
     offline = _offline_figures(cfg, models)
     for name, figures in offline.items():
         results[name].update(figures)
     results["meta"] = {"preset": cfg.preset, "config": _portable(dataclasses.asdict(p)), "seed": cfg.seed,
+                       "heldout_episodes": split.heldout_episodes,
                        "stages": log, "seconds": time.perf_counter() - start,
                        "stage_seconds": sum(s["seconds"] or 0.0 for s in log.values()), "machine": _machine()}
-    _write(cfg.out, results)
+    with folder.stage() as tmp:
+        _write(tmp, results)
     print(f"\nrun directory: {cfg.out}\n")
     print(headline_table(results))
     return results

@@ -19,13 +19,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from training.regression import REGRESSION_MARKER
+
 __all__ = ["EXPERT", "ExpertPolicy", "Policy", "load_policy", "policy_name"]
 
 EXPERT = "expert"
 # Marker files that say what a policy directory holds: file name -> (module, class).
-REGRESSION_MARKER = "regression_config.json"
 _MARKERS: dict[str, tuple[str, str]] = {
-    REGRESSION_MARKER: ("eval.regression", "RegressionPolicy"),
+    REGRESSION_MARKER: ("training.regression", "RegressionPolicy"),
     "policy_config.json": ("training", "TokenizedPolicy"),
 }
 

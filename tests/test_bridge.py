@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from action_tokenizers.normalize import Normalizer
-from eval.regression import RegressionPolicy, _mlp, _state_normalizer
+from training.regression import RegressionPolicy, _mlp, _state_normalizer
 
 REACH = "Reach a goal position"  # LeRobot's description of reach-v3
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from eval.evaluate import ENTRY_FIELDS, EvalConfig, results_markdown, run_eval, write_report
-from eval.regression import RegressionConfig, run_train_regression
+from training.regression import RegressionConfig, run_train_regression
 
 
 def _check_entry(entry: dict) -> None:
@@ -74,7 +74,7 @@ def test_regression_baseline_through_the_whole_loop(metaworld_root: Path, tmp_pa
 
 def test_mismatched_action_dim_rejected_before_any_rollout(tmp_path: Path) -> None:
     from action_tokenizers.normalize import Normalizer
-    from eval.regression import RegressionPolicy, _mlp, _state_normalizer
+    from training.regression import RegressionPolicy, _mlp, _state_normalizer
 
     rng = np.random.default_rng(0)
     model = tmp_path / "six-d"

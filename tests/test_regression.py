@@ -10,7 +10,7 @@ import pytest
 from action_tokenizers.io import read_json
 from action_tokenizers.normalize import Normalizer
 from eval.policies import Policy, load_policy
-from eval.regression import RegressionConfig, RegressionPolicy, _mlp, _state_normalizer, run_train_regression
+from training.regression import RegressionConfig, RegressionPolicy, _mlp, _state_normalizer, run_train_regression
 
 TASKS = ["Press a button", "Reach a goal position"]
 

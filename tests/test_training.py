@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from training.sequences import IGNORE, build_examples, build_prompt, collate
-from training.train import TrainConfig, batch_indices, run_train, split_episodes
+from training.train import TrainConfig, batch_indices, run_train
 from training.vocab import ActionVocab
 
 TINY = dict(hidden_size=32, n_layers=2, n_heads=2, batch_size=8, warmup_steps=1, eval_chunks=4, progress=False)
@@ -78,15 +78,6 @@ def test_batch_order_is_a_pure_function_of_step_and_covers_each_epoch() -> None:
     assert not np.array_equal(batch_indices(0, train, 8, seed=3), batch_indices(0, train, 8, seed=4))
     parts = [batch_indices(5, train, 4, seed=3, rank=r, world=2) for r in range(2)]
     np.testing.assert_array_equal(np.concatenate(parts), batch_indices(5, train, 8, seed=3)[:8])
-
-
-def test_split_holds_out_whole_episodes() -> None:
-    fake = type("Chunks", (), {"__len__": lambda self: 50, "episode_index": np.repeat(np.arange(10), 5)})()
-    split = split_episodes(fake, 0.2, seed=0)
-    held_eps = set(fake.episode_index[split.held_out].tolist())
-    assert len(held_eps) == 2 and held_eps.isdisjoint(fake.episode_index[split.train].tolist())
-    assert len(split.train) + len(split.held_out) == 50
-    assert len(split_episodes(fake, 0.0, seed=0).held_out) == 0
 
 
 # ---------------------------------------------------------------------- bad input, before training

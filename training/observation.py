@@ -32,8 +32,27 @@ from action_tokenizers.io import read_json, write_json
 
 CONFIG_FILE = "observation_encoder.json"
 WEIGHTS_FILE = "observation_encoder.safetensors"
-_MIN_STD = 1e-3
-_CLAMP = 5.0
+MIN_STD = 1e-3
+"""Floor on a state dimension's std: a dimension constant in the demos must not explode at test time."""
+CLAMP = 5.0
+"""Standardized states are clamped to [-CLAMP, CLAMP]: states far outside the demos stay bounded."""
+
+
+def state_standardization(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension (mean, std) of training states (n, s), std floored at ``MIN_STD``.
+
+    The one standardization of ``observation.state``: the LM's encoder and the regression
+    baseline both use it, so the two policies see the state the same way.
+    """
+    x = np.asarray(states, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"states must have shape (n, s) with n >= 1, got {x.shape}")
+    return x.mean(0), np.maximum(x.std(0), MIN_STD)
+
+
+def standardize(states: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``clip((states - mean) / std, -CLAMP, CLAMP)`` in float64 (NumPy twin of the encoder's forward)."""
+    return np.clip((np.asarray(states, dtype=np.float64) - mean) / std, -CLAMP, CLAMP)
 
 
 class ObservationEncoder(nn.Module):
@@ -75,15 +94,16 @@ class StateProjection(ObservationEncoder):
         x = np.asarray(states, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.state_dim:
             raise ValueError(f"states must have shape (n, {self.state_dim}), got {x.shape}")
-        self.mean.copy_(torch.as_tensor(x.mean(0), dtype=self.mean.dtype))
-        self.std.copy_(torch.as_tensor(np.maximum(x.std(0), _MIN_STD), dtype=self.std.dtype))
+        mean, std = state_standardization(x)
+        self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype))
+        self.std.copy_(torch.as_tensor(std, dtype=self.std.dtype))
         return self
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         s = batch[self.state_key]  # (b, s)
         if s.ndim != 2 or s.shape[1] != self.state_dim:
             raise ValueError(f"{self.state_key} must have shape (b, {self.state_dim}), got {tuple(s.shape)}")
-        z = ((s.to(self.mean.dtype) - self.mean) / self.std).clamp(-_CLAMP, _CLAMP)
+        z = ((s.to(self.mean.dtype) - self.mean) / self.std).clamp(-CLAMP, CLAMP)
         z = z.to(next(self.proj.parameters()).dtype)
         return self.proj(z).view(s.shape[0], self.n_tokens, self.embed_dim)  # (b, k, e)
 

@@ -13,9 +13,9 @@ The output directory is self-contained (see :func:`export_policy`) and loads wit
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from action_tokenizers.io import atomic_directory, read_json, write_json
+from action_tokenizers.io import OutputFolder, checksums, own_files_recursive, read_json, write_json
 from training.vocab import STRATEGIES
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from action_tokenizers.base import ActionTokenizer
     from action_tokenizers.data import ChunkSet
+    from action_tokenizers.split import EpisodeSplit
     from training.model import BaseLM, PolicyModel
     from training.sequences import Examples
     from training.vocab import ActionVocab
@@ -84,7 +85,9 @@ class TrainConfig:
     seed: int = 0
     """Seeds the model init, the split and the data order."""
     eval_fraction: float = 0.1
-    """Fraction of episodes held out for evaluation (0 = none)."""
+    """Fraction of episodes held out for evaluation (0 = none); used when no held-out episodes are given."""
+    heldout_episodes: tuple[int, ...] | None = None
+    """Held-out episode indices; None takes the tokenizer's (recorded at fit) or splits by --eval-fraction."""
     eval_chunks: int = 64
     """Held-out chunks generated and decoded for the reconstruction error."""
     eval_every: int = 0
@@ -154,6 +157,8 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         for k in ("dataset", "tokenizer", "out"):
             d[k] = str(Path(d[k]).resolve())
+        if d["heldout_episodes"] is not None:
+            d["heldout_episodes"] = [int(e) for e in d["heldout_episodes"]]
         return d
 
 
@@ -176,14 +181,6 @@ class TrainResult:
     seconds: float
     n_params: int
     metrics: dict[str, Any]
-
-
-@dataclass
-class Split:
-    train: np.ndarray
-    """Indices of training chunks."""
-    held_out: np.ndarray
-    """Indices of held-out chunks (whole episodes when there are at least two)."""
 
 
 # ---------------------------------------------------------------------- set-up helpers
@@ -223,21 +220,17 @@ def _check_features(cfg: TrainConfig) -> None:
                          "(set --action-key / --state-key)")
 
 
-def split_episodes(chunks: "ChunkSet", fraction: float, seed: int) -> Split:
-    """Hold out whole episodes (seeded); with a single episode, its last chunks."""
-    n = len(chunks)
-    eps = np.unique(chunks.episode_index)
-    if fraction == 0:
-        return Split(np.arange(n), np.arange(0))
-    if len(eps) >= 2:
-        k = min(len(eps) - 1, max(1, round(fraction * len(eps))))
-        held = np.random.default_rng(seed).choice(eps, size=k, replace=False)
-        is_held = np.isin(chunks.episode_index, held)
-        return Split(np.flatnonzero(~is_held), np.flatnonzero(is_held))
-    k = max(1, int(round(fraction * n)))
-    if k >= n:
-        raise ValueError(f"only {n} chunks: too few to hold out {fraction:.0%} for evaluation; lower --eval-fraction")
-    return Split(np.arange(n - k), np.arange(n - k, n))
+def data_split(cfg: TrainConfig, tok: "ActionTokenizer", chunks: "ChunkSet") -> "EpisodeSplit":
+    """The held-out episodes: given, else the tokenizer's (so the LM is never evaluated on episodes
+    the tokenizer was fitted on), else a fresh split by ``eval_fraction``."""
+    from action_tokenizers.split import episode_split
+
+    given = cfg.heldout_episodes
+    if given is None and tok.heldout_episodes and cfg.eval_fraction > 0:
+        present = set(np.unique(chunks.episode_index).tolist())
+        if set(tok.heldout_episodes) <= present:
+            given = tuple(tok.heldout_episodes)
+    return episode_split(chunks.episode_index, cfg.eval_fraction, cfg.seed, given)
 
 
 def build_base(cfg: TrainConfig, tasks: list[str], n_actions: int) -> "BaseLM":
@@ -290,10 +283,11 @@ def batch_indices(step: int, train_idx: np.ndarray, batch_size: int, seed: int, 
     return out
 
 
-def prepare_out_dir(cfg: TrainConfig, is_main: bool = True) -> Path | None:
+def prepare_out_dir(cfg: TrainConfig, is_main: bool = True, folder: OutputFolder | None = None) -> Path | None:
     """Check --out against --resume/--overwrite; returns the checkpoint to resume from (or None).
 
-    Only the main process deletes a previous run (``--overwrite``).
+    Only the main process deletes a previous run (``--overwrite``), and only its files (the
+    output rule: a user's files in --out are kept).
     """
     from training.checkpoint import checkpoint_dirs, read_checkpoint_config
 
@@ -307,11 +301,12 @@ def prepare_out_dir(cfg: TrainConfig, is_main: bool = True) -> Path | None:
         if previous is not None:
             _check_same_run(previous, cfg.to_dict(), out)
         return ckpts[-1] if ckpts else None
-    if out.exists() and any(out.iterdir()):
+    if out.is_dir() and own_files_recursive(out):
         if not cfg.overwrite:
-            raise FileExistsError(f"{out} already holds files; pass --resume to continue that run or --overwrite to start over")
-        if is_main:
-            shutil.rmtree(out)
+            raise FileExistsError(f"{out} already holds a training run; pass --resume to continue that run or "
+                                  "--overwrite to start over")
+        if is_main and folder is not None:
+            folder.remove_all()
     return None
 
 
@@ -402,31 +397,29 @@ def _masked_mae(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------- export
-def export_policy(out: Path, model: "PolicyModel", base: "BaseLM", tok: "ActionTokenizer", cfg: TrainConfig,
-                  meta: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """Write the self-contained policy; ``policy_config.json`` last, so its presence means complete.
+def export_policy(folder: OutputFolder, model: "PolicyModel", base: "BaseLM", tok: "ActionTokenizer",
+                  cfg: TrainConfig, meta: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Write the self-contained policy in one commit of the output folder (all of it or none).
 
     ``lm/`` (safetensors + LM tokenizer), ``action_tokenizer/``, ``action_vocab.json``,
-    ``observation_encoder.{json,safetensors}``, ``train_config.json``, ``metrics.json``, ``README.md``.
+    ``observation_encoder.{json,safetensors}``, ``train_config.json``, ``metrics.json``, ``README.md``;
+    ``policy_config.json`` records the sha256 of every data file, checked on load.
     """
-    import os
-
     from training.card import policy_card
     from training.model import LM_DIR, save_lm
     from training.observation import save_encoder
     from training.policy import ACTION_TOKENIZER_DIR, POLICY_FILE
 
-    (out / POLICY_FILE).unlink(missing_ok=True)
-    with atomic_directory(out / LM_DIR) as tmp:
-        save_lm(model.lm, base.tokenizer, tmp)
-    tok.save_pretrained(out / ACTION_TOKENIZER_DIR)
-    base.vocab.save(out)
-    save_encoder(model.obs, out)
-    write_json(out / CONFIG_FILE, cfg.to_dict())
-    write_json(out / METRICS_FILE, metrics)
-    (out / CARD_FILE).write_text(policy_card(tok, base.vocab, cfg, meta, metrics))
-    write_json(out / f".{POLICY_FILE}.tmp", meta)
-    os.replace(out / f".{POLICY_FILE}.tmp", out / POLICY_FILE)
+    with folder.stage() as tmp:
+        (tmp / LM_DIR).mkdir()
+        save_lm(model.lm, base.tokenizer, tmp / LM_DIR)
+        tok.save_pretrained(tmp / ACTION_TOKENIZER_DIR)
+        base.vocab.save(tmp)
+        save_encoder(model.obs, tmp)
+        write_json(tmp / CONFIG_FILE, cfg.to_dict())
+        write_json(tmp / METRICS_FILE, metrics)
+        (tmp / CARD_FILE).write_text(policy_card(tok, base.vocab, cfg, meta, metrics))
+        write_json(tmp / POLICY_FILE, {**meta, "checksums": checksums(tmp, exclude=(METRICS_FILE,))})
 
 
 # ---------------------------------------------------------------------- the run
@@ -438,12 +431,25 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     if cfg.threads is not None and not torch.cuda.is_available():
         torch.set_num_threads(cfg.threads)
     try:
-        return _run_train(cfg)
+        with _output_folder(cfg) as folder:
+            return _run_train(cfg, folder)
     finally:
         torch.set_num_threads(previous)
 
 
-def _run_train(cfg: TrainConfig) -> TrainResult:
+@contextlib.contextmanager
+def _output_folder(cfg: TrainConfig):
+    """--out opened under the output rule (lock held for the whole run) on the main process; None elsewhere."""
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        yield None
+        return
+    with OutputFolder(cfg.out, "train", overwrite=cfg.overwrite) as folder:
+        yield folder
+
+
+def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainResult:
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -457,9 +463,11 @@ def _run_train(cfg: TrainConfig) -> TrainResult:
     # -- inputs, checked before anything is built
     tok = load_action_tokenizer(cfg)
     chunks = load_training_chunks(cfg, tok)
-    split = split_episodes(chunks, cfg.eval_fraction, cfg.seed)
+    split = data_split(cfg, tok, chunks)
+    cfg = dataclasses.replace(cfg, heldout_episodes=tuple(split.heldout_episodes))  # saved configs record it
+    train_rows, held_rows = split.rows(chunks.episode_index)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
-    resume_from = prepare_out_dir(cfg, accelerator.is_main_process)
+    resume_from = prepare_out_dir(cfg, accelerator.is_main_process, folder)
     accelerator.wait_for_everyone()
 
     # -- model, vocabulary, sequences
@@ -467,7 +475,7 @@ def _run_train(cfg: TrainConfig) -> TrainResult:
     base = build_base(cfg, chunks.tasks, tok.vocab_size)
     embed_dim = base.lm.get_input_embeddings().embedding_dim
     encoder = StateProjection(chunks.states.shape[1], embed_dim, n_tokens=cfg.obs_tokens, state_key=cfg.state_key,
-                              hidden=cfg.obs_hidden).fit(chunks.states[split.train])
+                              hidden=cfg.obs_hidden).fit(chunks.states[train_rows])
     model = PolicyModel(base.lm, encoder)
     ex = make_examples(base, tok, chunks, encoder.n_tokens)
     longest_target = max(_target_len(ex, i) for i in range(len(ex))) - 1
@@ -481,8 +489,8 @@ def _run_train(cfg: TrainConfig) -> TrainResult:
     if resume_from is not None:
         state = load_checkpoint(resume_from, raw_model, optimizer, scheduler)
     elif accelerator.is_main_process:
-        cfg.out.mkdir(parents=True, exist_ok=True)
-        write_json(cfg.out / CONFIG_FILE, cfg.to_dict())
+        folder.write_json(CONFIG_FILE, cfg.to_dict())
+    state.num_processes = accelerator.num_processes
     n_params = count_parameters(raw_model)
 
     # -- the loop
@@ -492,7 +500,7 @@ def _run_train(cfg: TrainConfig) -> TrainResult:
     model.train()
     while state.step < stop:
         t0, c0 = time.perf_counter(), time.process_time()
-        idx = batch_indices(state.step, split.train, cfg.batch_size, cfg.seed, accelerator.process_index,
+        idx = batch_indices(state.step, train_rows, cfg.batch_size, cfg.seed, accelerator.process_index,
                             accelerator.num_processes)
         batch = to_device(collate(ex, idx, pad_id, cfg.state_key), accelerator.device)
         loss = train_step(model, batch, optimizer, scheduler, accelerator, cfg, base.vocab)
@@ -503,19 +511,19 @@ def _run_train(cfg: TrainConfig) -> TrainResult:
         state.losses.append([state.step, loss])
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}")
-        if cfg.eval_every and state.step % cfg.eval_every == 0 and len(split.held_out) and accelerator.is_main_process:
-            state.evals.append({"step": state.step, **evaluate(raw_model, ex, split.held_out, chunks, tok, base.vocab,
+        if cfg.eval_every and state.step % cfg.eval_every == 0 and len(held_rows) and accelerator.is_main_process:
+            state.evals.append({"step": state.step, **evaluate(raw_model, ex, held_rows, chunks, tok, base.vocab,
                                                               cfg, pad_id, max_new)})
         if state.step % cfg.checkpoint_every == 0 or state.step == stop:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                save_checkpoint(cfg.out, raw_model, optimizer, scheduler, state, cfg.to_dict())
+                save_checkpoint(cfg.out, raw_model, optimizer, scheduler, state, cfg.to_dict(), folder=folder)
     bar.close()
 
     # -- final evaluation and export (only when the schedule is done)
     final = {}
-    if len(split.held_out) and accelerator.is_main_process:
-        final = evaluate(raw_model, ex, split.held_out, chunks, tok, base.vocab, cfg, pad_id, max_new)
+    if len(held_rows) and accelerator.is_main_process:
+        final = evaluate(raw_model, ex, held_rows, chunks, tok, base.vocab, cfg, pad_id, max_new)
     recent = [l for _, l in state.losses[-20:]]
     metrics = {
         "family": tok.family, "steps": state.step, "max_steps": cfg.max_steps,
@@ -523,7 +531,8 @@ def _run_train(cfg: TrainConfig) -> TrainResult:
         "first_loss": state.losses[0][1] if state.losses else None,
         "train_seconds": state.train_seconds, "train_cpu_seconds": state.train_cpu_seconds,
         "tokens_per_s": state.train_tokens / max(state.train_seconds, 1e-9),
-        "n_params": n_params, "n_train_chunks": int(len(split.train)), "n_held_out_chunks": int(len(split.held_out)),
+        "n_params": n_params, "n_train_chunks": int(len(train_rows)), "n_held_out_chunks": int(len(held_rows)),
+        "num_processes": accelerator.num_processes,
         "tokens_per_chunk_mean": float(np.mean([_target_len(ex, i) - 1 for i in range(len(ex))])),
         "final": final, "evals": state.evals,
         "loss_curve": state.losses[:: max(1, len(state.losses) // 200)],
@@ -533,10 +542,11 @@ def _run_train(cfg: TrainConfig) -> TrainResult:
         meta = {"format_version": 1, "family": tok.family, "chunk_size": tok.chunk_size, "action_dim": tok.action_dim,
                 "state_dim": int(chunks.states.shape[1]), "state_key": cfg.state_key, "action_key": cfg.action_key,
                 "tokens_per_chunk": tok.tokens_per_chunk, "max_new_tokens": int(max_new), "temperature": 0.0,
-                "n_params": n_params, "base_model": cfg.model or "default-llama"}
-        export_policy(cfg.out, raw_model, base, tok, cfg, meta, metrics)
+                "n_params": n_params, "base_model": cfg.model or "default-llama",
+                "heldout_episodes": split.heldout_episodes}
+        export_policy(folder, raw_model, base, tok, cfg, meta, metrics)
     elif accelerator.is_main_process:
-        write_json(cfg.out / METRICS_FILE, metrics)
+        folder.write_json(METRICS_FILE, metrics)
     accelerator.wait_for_everyone()
     return TrainResult(out=cfg.out, steps=state.step, train_loss=metrics["train_loss"],
                        eval_loss=final.get("eval_loss"), eval_accuracy=final.get("eval_action_accuracy"),
