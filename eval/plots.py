@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_regret_vs_horizon", "plot_success_per_task", "plot_success_vs_tokens", "policy_entries", "write_plots"]
+__all__ = ["plot_open_loop_error_by_step", "plot_open_loop_trajectories", "plot_regret_vs_horizon",
+           "plot_success_per_task", "plot_success_vs_tokens", "policy_entries", "write_plots"]
 
 
 def policy_entries(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -112,3 +113,42 @@ def write_plots(results: dict[str, Any], out: Path) -> list[Path]:
         plot_regret_vs_horizon(results, out / "regret_vs_horizon.png"),
     ]
     return [p for p in written if p is not None]
+
+
+# ---------------------------------------------------------------------- open loop (eval/open_loop.py)
+def plot_open_loop_trajectories(demo: np.ndarray, starts: np.ndarray, predicted: dict[str, np.ndarray],
+                                names: list[str], path: Path, title: str = "") -> Path:
+    """One panel per action dimension: the demonstrated trajectory (T, d) and, from each chunk start
+    in ``starts``, each source's predicted chunk (n, h, d) drawn over the frames it covers."""
+    d = demo.shape[1]
+    fig, axes = _figure(8.0, 1.6 * d + 0.6)
+    fig.clf()
+    axes = fig.subplots(d, 1, sharex=True, squeeze=False)[:, 0]
+    frames = np.arange(len(demo))
+    for j, ax in enumerate(axes):
+        ax.plot(frames, demo[:, j], color="black", lw=1.2, label="demonstrated" if j == 0 else None)
+        for c, (source, chunks) in enumerate(predicted.items()):
+            h = chunks.shape[1]
+            for i, s in enumerate(np.asarray(starts).tolist()):
+                ax.plot(np.arange(s, s + h), chunks[i, :, j], color=f"C{c}", lw=1.0, alpha=0.85,
+                        label=source if (j == 0 and i == 0) else None)
+            ax.scatter(starts, chunks[:, 0, j], color=f"C{c}", s=6, zorder=3)
+        ax.set_ylabel(names[j] if j < len(names) else f"dim{j}", fontsize=8)
+    axes[-1].set_xlabel("frame (each colored segment: one predicted chunk, from the observation at its first frame)")
+    axes[0].legend(fontsize=7, ncol=len(predicted) + 1, loc="upper right")
+    if title:
+        axes[0].set_title(title)
+    return _save(fig, path)
+
+
+def plot_open_loop_error_by_step(rows: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Mean absolute error (raw units) at each step of the chunk, one line per row of the open-loop report."""
+    fig, ax = _figure()
+    for name, row in rows.items():
+        steps = np.arange(len(row["per_step_mae"]))
+        ax.plot(steps, row["per_step_mae"], marker=".", label=name)
+    ax.set_xlabel("step within the predicted chunk")
+    ax.set_ylabel("MAE (raw action units)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
