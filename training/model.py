@@ -2,8 +2,9 @@
 
 Default: a small Llama-architecture model built from a ``LlamaConfig`` (nothing downloaded) with a
 word-level LM tokenizer built from the dataset's task strings. ``--model NAME_OR_PATH`` loads any
-``AutoModelForCausalLM`` + ``AutoTokenizer`` instead (SmolLM, Qwen, ...), and the action ids are
-mapped into its vocabulary by :class:`training.vocab.ActionVocab`.
+``AutoModelForCausalLM`` + ``AutoTokenizer`` instead (SmolLM, Qwen, ...; offline, ``smollm2-135m``
+from the ``pretrained`` extra, see :mod:`training.pretrained`), and the action ids are mapped into
+its vocabulary by :class:`training.vocab.ActionVocab`.
 
 Sequence layout (one example)::
 
@@ -135,13 +136,22 @@ def build_default(texts: Iterable[str], n_actions: int, spec: LMSpec, seed: int 
 
 
 def load_pretrained(name_or_path: str, n_actions: int, strategy: str = "add", skip: int = 0,
-                    reserved_ids: Iterable[int] = ()) -> BaseLM:
-    """Any ``AutoModelForCausalLM`` + ``AutoTokenizer``, with the action ids mapped in."""
+                    reserved_ids: Iterable[int] = (), reserved_texts: Iterable[str] = ()) -> BaseLM:
+    """Any ``AutoModelForCausalLM`` + ``AutoTokenizer``, with the action ids mapped in.
+
+    ``name_or_path``: a Hub id, a local folder, a ``.gguf`` file or a known offline model name
+    (``smollm2-135m``; see :mod:`training.pretrained`, which converts it to a local cache once).
+    For ``tail``, the ids of ``reserved_texts`` (the task prompts) join ``reserved_ids`` and the
+    special tokens as ids the action block must not overwrite.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from training.pretrained import resolve_model
+
+    source = resolve_model(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        lm = AutoModelForCausalLM.from_pretrained(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        lm = AutoModelForCausalLM.from_pretrained(source)
     except (OSError, ValueError) as e:
         raise ValueError(f"could not load --model {name_or_path!r} as AutoModelForCausalLM + AutoTokenizer: {e}") from e
     if tokenizer.pad_token_id is None:
@@ -152,7 +162,8 @@ def load_pretrained(name_or_path: str, n_actions: int, strategy: str = "add", sk
         if vocab.lm_vocab_size > rows:
             lm.resize_token_embeddings(vocab.lm_vocab_size)
     elif strategy == "tail":
-        reserved = set(reserved_ids) | set(tokenizer.all_special_ids)
+        prompt_ids = {i for t in set(reserved_texts) for i in tokenizer(t)["input_ids"]}
+        reserved = set(reserved_ids) | prompt_ids | set(tokenizer.all_special_ids)
         vocab = ActionVocab.tail(min(rows, len(tokenizer)), n_actions, skip=skip, reserved_ids=reserved)
     else:
         raise ValueError(f"vocab strategy must be 'add' or 'tail', got {strategy!r}")
