@@ -125,6 +125,7 @@ def load_chunks(
             f"no chunk of {chunk_size} actions fits in any episode of {source.name} with pad='drop' "
             f"(longest episode: {longest} frames); use a smaller --chunk-size or pad='last'"
         )
+    _warn_if_all_padded(eps, chunk_size, pad, source.name)
     tasks = [t for p in pieces for t in p["tasks"]] if with_tasks else None
     return ChunkSet(
         actions=np.concatenate([p["actions"] for p in pieces]),
@@ -152,6 +153,17 @@ def load_episodes(
 
 
 # --------------------------------------------------------------------------- chunking
+def _warn_if_all_padded(eps: list, chunk_size: int, pad: str, name: str) -> None:
+    """A chunk longer than every episode means every chunk is padded: say so, with the numbers."""
+    longest = max((len(ep) for ep in eps), default=0)
+    if pad == "last" and eps and chunk_size > longest:
+        import warnings
+
+        warnings.warn(f"chunk size {chunk_size} is longer than every episode of {name} (longest: {longest} frames, "
+                      f"{len(eps)} episodes): every chunk is padded with the episode's last action; use a "
+                      f"--chunk-size of at most {longest}", UserWarning, stacklevel=3)
+
+
 def _chunk_episode(
     ep: EpisodeData, action_key: str, state_key: str | None, h: int, stride: int, pad: str
 ) -> dict[str, Any] | None:

@@ -23,8 +23,8 @@ def resolve_directory(path_or_repo_id: str | Path, revision: str | None = None) 
     if path.exists():
         raise NotADirectoryError(f"{text} is a file; expected a tokenizer directory or a Hub repo id")
     if _looks_local(text):
-        raise FileNotFoundError(f"local folder {text} does not exist (no folder {_missing_part(path)}); "
-                                "check the path")
+        raise FileNotFoundError(f"{text} is neither an existing directory nor a Hub repo id: the local folder "
+                                f"{_missing_part(path)} does not exist; check the path")
     if text.count("/") != 1:
         raise FileNotFoundError(f"{text} is neither an existing directory nor a Hub repo id of the form 'owner/name'")
     from huggingface_hub import snapshot_download
@@ -68,5 +68,5 @@ def push_directory(directory: Path, repo_id: str, private: bool = False, token: 
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     info = api.upload_folder(folder_path=str(directory), repo_id=repo_id, repo_type="model",
-                             commit_message=commit_message)
+                             commit_message=commit_message, ignore_patterns=[".action_tokenizers*"])
     return str(getattr(info, "commit_url", info))

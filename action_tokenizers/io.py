@@ -50,11 +50,15 @@ MANIFEST_VERSION = 1
 
 
 class OutputFolderError(RuntimeError):
-    """An output folder cannot be written (foreign files, a file in the way, another writer)."""
+    """An output folder cannot be written (a file in the way, an unwritable folder, another writer)."""
 
 
 class FolderLockedError(OutputFolderError):
     """Another process is writing the same folder."""
+
+
+class FolderNotOursError(FileExistsError):
+    """The folder holds files this project did not write (or another command's output)."""
 
 
 class ChecksumError(ValueError):
@@ -114,12 +118,12 @@ class OutputFolder:
         foreign = foreign_files(self.path)
         if foreign and not self.overwrite:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise OutputFolderError(
+            raise FolderNotOursError(
                 f"{self.path} holds files this project did not write ({shown}); choose another output "
                 "folder, or pass --overwrite (overwrite=True) to write beside them (they are kept)")
         old_kind = manifest.get("kind")
         if old_kind and self.kind and old_kind != self.kind and not self.overwrite:
-            raise OutputFolderError(
+            raise FolderNotOursError(
                 f"{self.path} holds the output of '{old_kind}', not '{self.kind}'; choose another output "
                 "folder, or pass --overwrite (overwrite=True) to replace it")
 
@@ -191,7 +195,7 @@ class OutputFolder:
         clash = [rel for rel in new_files
                  if rel not in old_files and (self.path / rel).exists() and not _inside_own_subfolder(self.path, rel)]
         if clash:
-            raise OutputFolderError(
+            raise FolderNotOursError(
                 f"{self.path} already holds {', '.join(clash[:5])}, which this project did not write; "
                 "move it away (it is never replaced)")
         delete = sorted(set(old_files) - set(new_files)) if replace else []
@@ -308,7 +312,7 @@ def verify_checksums(directory: str | Path, checksums: dict[str, str], where: st
     for rel, expected in sorted(checksums.items()):
         f = directory / rel
         if not f.is_file():
-            raise FileNotFoundError(f"{f} is missing (listed in {where}): the folder is incomplete; save it again")
+            continue  # the loader that needs it says what is missing
         actual = file_sha256(f)
         if actual != expected:
             raise ChecksumError(

@@ -309,7 +309,23 @@ class VQTokenizer(ActionTokenizer):
         bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
         if bad:
             raise ValueError(f"{path} holds non-finite values in {bad}: the weights are corrupted")
+        self.config.device = _available_device(self.config.device, path)
         self.model = model.to(self.config.device).eval()
+
+
+def _available_device(device: str, path: Path) -> str:
+    """A saved device is a preference: without it on this machine, load on the CPU with a warning."""
+    import warnings
+
+    import torch
+
+    kind = device.split(":")[0]
+    missing = (kind == "cuda" and not torch.cuda.is_available()) or (kind == "mps" and not torch.backends.mps.is_available())
+    if not missing:
+        return device
+    warnings.warn(f"{path} was saved for device {device!r}, which this machine lacks; loading on the CPU",
+                  RuntimeWarning, stacklevel=3)
+    return "cpu"
 
 
 # (groups, levels, codebook_size) swept for the rate-distortion plot: codebook size, depth and

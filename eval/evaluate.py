@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from action_tokenizers.io import atomic_directory, write_json
+from action_tokenizers.io import atomic_directory, check_output, write_json
 from eval.augmentation import TransitionModel, augmented_rollout, check_model_fits, load_or_fit_model, mean_model_drift
 from eval.plots import policy_entries, write_plots
 from eval.policies import EXPERT, ExpertPolicy, Policy, load_policy, policy_name
@@ -69,6 +69,8 @@ class EvalConfig:
     """Episodes per task."""
     out: Path = Path("runs/eval")
     """Output directory (results.json, results.md, episodes.json, plots, videos)."""
+    overwrite: bool = False
+    """Write into an --out that holds other files (they are kept; only this project's files are replaced)."""
     seed: int = 1000
     """Seed of the first episode; episode j of every task uses seed + j."""
     n_action_steps: int | None = None
@@ -320,6 +322,8 @@ def run_eval(cfg: EvalConfig, pool: EnvPool | None = None) -> dict[str, Any]:
     """
     from eval.envs import env_spec
 
+    check_output(cfg.out, "eval", cfg.overwrite)  # refuse now, not after the rollouts
+
     start = time.perf_counter()
     policy = load_policy(cfg.policy, cfg.env)
     name = cfg.name or policy_name(policy, fallback=Path(str(cfg.policy)).name)
@@ -341,7 +345,7 @@ def run_eval(cfg: EvalConfig, pool: EnvPool | None = None) -> dict[str, Any]:
     results["meta"] = _meta(cfg, time.perf_counter() - start, n_episodes)
     if model is not None:
         results["meta"]["transition_model"] = {"path": cfg.transition_model or "transition_model", **model.source, **model.metrics}
-    with atomic_directory(cfg.out) as tmp:
+    with atomic_directory(cfg.out, kind="eval", overwrite=cfg.overwrite) as tmp:
         write_report(results, tmp)
         if model is not None and cfg.transition_model is None:
             model.save(tmp / "transition_model")

@@ -73,7 +73,7 @@ def test_model_recovers_linear_dynamics_and_round_trips(tmp_path) -> None:
     np.testing.assert_allclose(model.predict(x, a), y, atol=1e-9)
     assert model.metrics["rmse"] < 1e-9 < model.metrics["rmse_hold_state"]
     model.save(tmp_path / "m")
-    assert {p.name for p in (tmp_path / "m").iterdir()} == {"model.safetensors", "transition_model.json"}
+    assert {p.name for p in (tmp_path / "m").iterdir() if not p.name.startswith(".")} == {"model.safetensors", "transition_model.json"}
     loaded = TransitionModel.load(tmp_path / "m")
     np.testing.assert_allclose(loaded.predict(x, a), model.predict(x, a))
     np.testing.assert_allclose(loaded.rollout(x[:3], np.zeros((3, 5, 1)))[:, -1], x[:3] @ np.linalg.matrix_power(A, 5).T, atol=1e-9)

@@ -306,11 +306,22 @@ def test_published_dir_deletion_best_effort(tmp_path):
     assert err < np.abs(ref.decode(deleted) - x[400:]).mean()  # better than the published all-zero fallback
 
 
+def _as_written_before_checksums(directory):
+    """Older directories have no output manifest and no checksums (so hand-edited files load)."""
+    from action_tokenizers.io import MANIFEST
+
+    (directory / MANIFEST).unlink()
+    config = json.loads((directory / "config.json").read_text())
+    config.pop("checksums")
+    (directory / "config.json").write_text(json.dumps(config))
+
+
 def test_directory_without_statistics_still_loads(tmp_path, short):
     from safetensors.numpy import load_file, save_file
 
     tok, x, ids = short
     directory = tok.save_pretrained(tmp_path / "tok")
+    _as_written_before_checksums(directory)
     tensors = load_file(str(directory / "tensors.safetensors"))
     assert {"fast.coef_mean", "fast.coef_std"} <= set(tensors)
     save_file({k: v for k, v in tensors.items() if not k.startswith("fast.")}, str(directory / "tensors.safetensors"))
@@ -375,7 +386,7 @@ def test_batch_validation_matches_careful_path(fitted, seqs):
 def test_save_load_identical_ids_no_pickle(tmp_path, data, pretokenizer):
     tok = FASTTokenizer(vocab_size=256, pretokenizer=pretokenizer).fit(data[:300])
     directory = tok.save_pretrained(tmp_path / "tok")
-    files = sorted(p.name for p in directory.iterdir())
+    files = sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))  # hidden: the output manifest
     assert files == ["README.md", "config.json", "tensors.safetensors", "tokenizer.json"]
     for path in directory.iterdir():
         assert b"\x80\x04" not in path.read_bytes()[:2]  # no pickle protocol header
