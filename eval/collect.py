@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from action_tokenizers.io import atomic_directory, write_json
+from action_tokenizers.io import atomic_directory, check_output, write_json
 from eval.envs import check_name, env_spec, expert_policy, list_families, list_tasks, make_env
 
 __all__ = ["CollectConfig", "CollectResult", "DEFAULT_TASKS", "EpisodeRecord", "run_collect", "run_expert_episode"]
@@ -64,7 +64,7 @@ class CollectConfig:
     repo_id: str = "local/metaworld_demos"
     """Repo id written into the dataset (used by LeRobotDataset(repo_id, root=out) and push)."""
     overwrite: bool = False
-    """Replace an existing --out directory."""
+    """Write into an --out that holds other files (they are kept; only this project's files are replaced)."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -125,13 +125,14 @@ class CollectResult:
 
 def run_collect(cfg: CollectConfig) -> CollectResult:
     """Collect ``cfg.episodes`` successful expert episodes per task into ``cfg.out``."""
+    check_output(cfg.out, "collect", cfg.overwrite)  # refuse now, not after the rollouts
     specs = {task: env_spec(cfg.env, task) for task in cfg.tasks}
     fps, obs_dim, act_dim = _common_dims(specs)
     max_steps = _max_steps(cfg, specs)
     from lerobot.utils.utils import SuppressProgressBars  # hides LeRobot's per-episode "Map" bars
 
     start = time.perf_counter()
-    with atomic_directory(cfg.out, overwrite=cfg.overwrite) as tmp:
+    with atomic_directory(cfg.out, kind="collect", overwrite=cfg.overwrite) as tmp:
         dataset = _create_dataset(cfg, tmp, fps, obs_dim, act_dim)
         try:
             with SuppressProgressBars():
