@@ -8,7 +8,7 @@ Shapes: ``n`` chunks, ``h`` chunk length, ``d`` action dimension, ``t`` tokens.
 
 Saved directory (``save_pretrained``)::
 
-    config.json          {"tokenizer_class", "format_version", "config", "chunk_size", "action_dim",
+    config.json          {"model_type", "action_tokenizer_class", "format_version", "config", "chunk_size", "action_dim",
                           "vocab_size", "normalizer", "metrics"}
     tensors.safetensors  normalizer arrays + the family's arrays
     README.md            model card with measured figures and a usage snippet
@@ -21,16 +21,19 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
+from action_tokenizers.hf_processor import MODEL_TYPE as HF_MODEL_TYPE
 from action_tokenizers.io import (atomic_directory, checksums, load_safetensors, read_json, verify_checksums,
                                   verify_manifest, write_json)
 from action_tokenizers.normalize import Normalizer, check_mode
+from action_tokenizers.token_batch import (  # noqa: F401  (TokenBatch, TokenIds, segment_sums: public here too)
+    TokenBatch, TokenIds, as_token_input, check_token_ids, check_token_ids_each, is_single_sequence, join_reasons,
+    out_of_range_note, segment_sums)
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -38,11 +41,13 @@ TENSORS_FILE = "tensors.safetensors"
 CARD_FILE = "README.md"
 CHECKSUMS_KEY = "checksums"
 """config.json key: sha256 of each data file of the directory, checked on load."""
+CLASS_KEY = "action_tokenizer_class"
+"""config.json key naming the tokenizer class (``tokenizer_class`` is transformers' reserved key)."""
+LEGACY_CLASS_KEY = "tokenizer_class"
+"""Where directories saved by earlier versions name the class (still read, never written)."""
 
-TokenIds = Sequence[Sequence[int]] | Sequence[int] | np.ndarray
 DECODE_BLOCK = 1024
 """Sequences decoded per block (see ``ActionTokenizer._decode_in_blocks``)."""
-_BOOL_TYPES = (bool, np.bool_)
 
 
 class MalformedTokensError(ValueError):
@@ -109,59 +114,6 @@ class Encoded:
 
     ids: list[list[int]] | list[int]
     stats: EncodeStats
-
-
-@dataclass(frozen=True)
-class TokenBatch:
-    """Id sequences as decoding wants them: every id in one flat int64 array, plus each length.
-
-    Splitting a batch into one small array per sequence costs more than decoding it, so families
-    read whole rows (:meth:`rows`, :meth:`padded`) or the flat ids directly; :meth:`sequences`
-    is there for the rare per-sequence repair. Ids are clamped to ``[-1, vocab_size]``: -1 and
-    ``vocab_size`` stand for any out-of-range id (already counted by the base).
-    """
-
-    flat: np.ndarray
-    """(total,) int64: the ids of all sequences, concatenated."""
-    lengths: np.ndarray
-    """(n,) int64: how many ids each sequence holds."""
-
-    def __len__(self) -> int:
-        return int(self.lengths.shape[0])
-
-    @property
-    def ends(self) -> np.ndarray:
-        """(n,) index in ``flat`` one past each sequence's last id."""
-        return np.cumsum(self.lengths)
-
-    def rows(self, t: int) -> np.ndarray | None:
-        """(n, t) view of the ids when every sequence holds exactly ``t``; None otherwise."""
-        if np.all(self.lengths == t):
-            return self.flat.reshape(len(self), t)
-        return None
-
-    def padded(self, t: int, fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """(n, t) ids (longer sequences cut, shorter ones padded with ``fill``) and where ids are present."""
-        rows = self.rows(t)
-        if rows is not None:
-            return rows, np.ones(rows.shape, dtype=bool)
-        present = np.arange(t)[None, :] < self.lengths[:, None]
-        index = (self.ends - self.lengths)[:, None] + np.arange(t)[None, :]
-        ids = np.full((len(self), t), fill, dtype=np.int64)
-        ids[present] = self.flat[index[present]]
-        return ids, present
-
-    def blocks(self, size: int) -> list["TokenBatch"]:
-        """Consecutive sub-batches of at most ``size`` sequences (views, no copies)."""
-        if len(self) <= size:
-            return [self]
-        ends = np.concatenate(([0], self.ends))
-        return [TokenBatch(self.flat[ends[a]:ends[min(a + size, len(self))]], self.lengths[a:a + size])
-                for a in range(0, len(self), size)]
-
-    def sequences(self) -> list[np.ndarray]:
-        """One array (a view into ``flat``) per sequence."""
-        return np.split(self.flat, self.ends[:-1]) if len(self) else []
 
 
 class ActionTokenizer(ABC):
@@ -280,6 +232,11 @@ class ActionTokenizer(ABC):
         """
         return self.encode_with_report(chunks).ids
 
+    def __call__(self, chunks: np.ndarray) -> list[list[int]] | list[int]:
+        """``tok(chunks)`` is ``tok.encode(chunks)``: tools that take a tokenizer object (LeRobot's action
+        tokenizer step, transformers-style processors) call it."""
+        return self.encode(chunks)
+
     def encode_with_report(self, chunks: np.ndarray) -> "Encoded":
         """:meth:`encode`, plus how many values were clipped to the normalizer's fitted range."""
         self._require_fitted()
@@ -313,8 +270,8 @@ class ActionTokenizer(ABC):
         best available chunk (see :meth:`decode_with_report` for which ones). ``strict=True``
         raises :class:`MalformedTokensError` instead.
         """
-        tokens = _as_token_input(tokens)
-        single = _is_single_sequence(tokens)
+        tokens = as_token_input(tokens)
+        single = is_single_sequence(tokens)
         report = self.decode_with_report([tokens] if single else tokens)
         if strict and report.n_malformed:
             bad = [f"sequence {i}: {r}" for i, r in enumerate(report.reasons) if r][:5]
@@ -326,14 +283,14 @@ class ActionTokenizer(ABC):
     def decode_with_report(self, tokens: TokenIds) -> Decoded:
         """Decode a batch of id lists and say which were malformed (never raises on ints)."""
         self._require_fitted()
-        batch, out_of_range = self._check_tokens(_as_token_input(tokens))
+        batch, out_of_range = self._check_tokens(as_token_input(tokens))
         if not len(batch):
             empty = np.zeros((0, self.chunk_size, self.action_dim))
             return Decoded(empty, np.zeros(0, dtype=bool), [])
         x, malformed, reasons = self._decode_in_blocks(batch)
         for i in np.flatnonzero(out_of_range).tolist():
             malformed[i] = True
-            reasons[i] = _join(_out_of_range_note(int(out_of_range[i]), self.vocab_size), reasons[i])
+            reasons[i] = join_reasons(out_of_range_note(int(out_of_range[i]), self.vocab_size), reasons[i])
         x = np.asarray(x, dtype=np.float64)
         if not np.isfinite(x).all():  # the check is several times cheaper than nan_to_num
             x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)
@@ -341,8 +298,7 @@ class ActionTokenizer(ABC):
 
     def _decode_in_blocks(self, batch: TokenBatch) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """:meth:`_decode` over blocks of :data:`DECODE_BLOCK` sequences: a block's working arrays stay
-        in the CPU cache, where one pass over a 10,000-chunk batch would not (measured: 10 x 34 FAST
-        chunks decode about 1.7x faster per chunk in blocks of 1,024 than in one pass of 10,000)."""
+        in the CPU cache, where one pass over a large batch would not (docs/measurements.md)."""
         parts = [self._decode(block) for block in batch.blocks(DECODE_BLOCK)]
         x = np.concatenate([np.asarray(p[0], dtype=np.float64) for p in parts])
         malformed = np.concatenate([np.asarray(p[1], dtype=bool) for p in parts])
@@ -376,59 +332,12 @@ class ActionTokenizer(ABC):
         return x
 
     def _check_tokens(self, tokens: TokenIds) -> tuple[TokenBatch, np.ndarray]:
-        """Validate a batch of id sequences: a :class:`TokenBatch` (ids clamped to ``[-1, vocab_size]``)
-        and how many ids of each sequence were out of range.
-
-        Integer arrays and batches of plain int lists (what ``encode`` and LM generation return) are
-        checked in one flat pass; anything else (other iterables, non-int values) takes the per-token
-        path, which gives the same results and names the first bad value.
-        """
-        if isinstance(tokens, np.ndarray):
-            if tokens.ndim != 2:
-                raise ValueError(f"token array must be 2-D (n, t), got shape {tokens.shape}")
-            if tokens.dtype.kind in "iu" and tokens.size:
-                n, t = tokens.shape
-                flat = tokens.reshape(-1).astype(np.int64)  # uint64 beyond int64 wraps negative: still out of range
-                return self._clamped(flat, np.full(n, t, dtype=np.int64))
-            tokens = tokens.tolist()
-        batch = _flatten_int_lists(tokens)
-        if batch is not None:
-            return self._clamped(*batch)
-        return self._check_tokens_each(tokens)
-
-    def _clamped(self, flat: np.ndarray, lengths: np.ndarray) -> tuple[TokenBatch, np.ndarray]:
-        """Flat int64 ids and lengths -> a batch clamped to ``[-1, vocab_size]`` and out-of-range counts."""
-        v = self.vocab_size
-        bad = (flat < 0) | (flat >= v)
-        if not bad.any():  # the common case: nothing to clamp or report
-            return TokenBatch(flat, lengths), np.zeros(lengths.shape[0], dtype=np.int64)
-        return TokenBatch(np.clip(flat, -1, v), lengths), segment_sums(bad, np.cumsum(lengths))
+        """Ids clamped to ``[-1, vocab_size]`` in a :class:`TokenBatch`, and out-of-range counts per sequence."""
+        return check_token_ids(tokens, self.vocab_size)
 
     def _check_tokens_each(self, tokens: TokenIds) -> tuple[TokenBatch, np.ndarray]:
-        """The careful path: one sequence, and where needed one token, at a time; names the first bad value."""
-        v = self.vocab_size
-        seqs: list[np.ndarray] = []
-        for i, seq in enumerate(tokens):
-            if isinstance(seq, np.ndarray) and seq.ndim == 1 and seq.dtype.kind in "iu":  # int rows: vectorized
-                seqs.append(seq.astype(np.int64))
-                continue
-            if not isinstance(seq, (list, tuple, np.ndarray)) and hasattr(seq, "__array__"):
-                seq = np.asarray(seq)  # a tensor row
-            if isinstance(seq, np.ndarray):
-                if seq.ndim != 1:
-                    raise TypeError(f"sequence {i} must be a list of ints, got an array of shape {seq.shape}")
-                seq = seq.tolist()
-            if isinstance(seq, (str, bytes)) or not hasattr(seq, "__iter__"):
-                raise TypeError(f"sequence {i} must be a list of ints, got {type(seq).__name__}")
-            ints = []
-            for tok in seq:
-                if isinstance(tok, (bool, np.bool_)) or not isinstance(tok, (int, np.integer)):
-                    raise TypeError(f"sequence {i} holds {tok!r} ({type(tok).__name__}); token ids must be ints")
-                ints.append(min(max(int(tok), -1), v))
-            seqs.append(np.asarray(ints, dtype=np.int64))
-        lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
-        flat = np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.int64)
-        return self._clamped(flat, lengths)
+        """The per-token path of :meth:`_check_tokens` (names the first bad value)."""
+        return check_token_ids_each(tokens, self.vocab_size)
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path, overwrite: bool = False) -> Path:
@@ -452,7 +361,8 @@ class ActionTokenizer(ABC):
 
     def _saved_config(self) -> dict[str, Any]:
         return {
-            "tokenizer_class": type(self).__name__,
+            "model_type": HF_MODEL_TYPE,  # what transformers' AutoConfig/AutoProcessor dispatch on (hf_processor)
+            CLASS_KEY: type(self).__name__,
             "family": self.family,
             "format_version": FORMAT_VERSION,
             "config": self.config.to_dict(),
@@ -477,7 +387,7 @@ class ActionTokenizer(ABC):
     @classmethod
     def _from_directory(cls, directory: Path) -> "ActionTokenizer":
         saved = read_json(directory / CONFIG_FILE, what="tokenizer config")
-        name = saved.get("tokenizer_class")
+        name = saved_class_name(saved)
         if name != cls.__name__ and cls is not ActionTokenizer:
             raise ValueError(f"{directory} holds a {name}, not a {cls.__name__}; use AutoActionTokenizer")
         missing = [k for k in ("config", "chunk_size", "action_dim", "normalizer") if k not in saved]
@@ -529,6 +439,11 @@ class ActionTokenizer(ABC):
         return f"{type(self).__name__}({self.config}, {shape})"
 
 
+def saved_class_name(saved: dict[str, Any]) -> str | None:
+    """The tokenizer class a saved config.json names (new key, or the key earlier versions wrote)."""
+    return saved.get(CLASS_KEY, saved.get(LEGACY_CLASS_KEY))
+
+
 def _check_saved_types(saved: dict[str, Any], path: Path) -> None:
     """Hand-edited configs (``"format_version": "1"``, ``"chunk_size": "ten"``) fail here, naming the file."""
     def is_int(v: Any) -> bool:
@@ -542,72 +457,3 @@ def _check_saved_types(saved: dict[str, Any], path: Path) -> None:
     for key in ("config", "normalizer"):
         if not isinstance(saved[key], dict):
             raise ValueError(f"{path}: {key!r} must be a JSON object, got {saved[key]!r}")
-
-
-def _as_token_input(tokens: Any) -> Any:
-    """Tensors (torch, jax...) become NumPy arrays; lists, tuples and arrays pass as they are."""
-    if isinstance(tokens, (list, tuple, np.ndarray)) or not hasattr(tokens, "__array__"):
-        return tokens
-    if hasattr(tokens, "detach"):
-        tokens = tokens.detach().cpu()
-    return np.asarray(tokens)
-
-
-def _is_single_sequence(tokens: TokenIds) -> bool:
-    if isinstance(tokens, np.ndarray):
-        return tokens.ndim == 1
-    if isinstance(tokens, (list, tuple)):  # [] is one sequence of no ids, as np.array([]) is
-        return len(tokens) == 0 or isinstance(tokens[0], (int, np.integer))
-    return False
-
-
-def _flatten_int_lists(tokens: TokenIds) -> tuple[np.ndarray, np.ndarray] | None:
-    """Lists/tuples of Python (or numpy) ints -> (flat int64 ids, lengths) in one pass; None if anything else.
-
-    ``array('q')`` rejects floats, strings, None and ints beyond int64 (the per-token path then
-    raises or clamps as usual); bools pass it as 0/1, so the few 0/1 values are checked by type.
-    """
-    if not isinstance(tokens, (list, tuple)) or not set(map(type, tokens)) <= {list, tuple}:
-        return None
-    buffer = array("q")
-    try:
-        for seq in tokens:  # fromlist is the fastest path from Python ints to a C buffer
-            buffer.fromlist(seq) if type(seq) is list else buffer.extend(seq)
-    except (TypeError, OverflowError):
-        return None
-    ids = np.frombuffer(buffer, dtype=np.int64)
-    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-    return None if _holds_bool(tokens, ids, lengths) else (ids, lengths)
-
-
-def _holds_bool(tokens: list | tuple, ids: np.ndarray, lengths: np.ndarray) -> bool:
-    """Whether any 0/1 in ``ids`` came from a bool: only those values are looked at, one by one where
-    a sequence holds few of them, by one C-level pass over its types where it holds many."""
-    small = ids.view(np.uint64) <= 1  # 0 or 1 (negatives wrap to huge)
-    if not small.any():
-        return False
-    ends = np.cumsum(lengths)
-    per_seq = segment_sums(small, ends)
-    dense = per_seq * 8 > lengths
-    for i in np.flatnonzero(dense).tolist():
-        if not set(map(type, tokens[i])).isdisjoint(_BOOL_TYPES):
-            return True
-    sparse = ~dense
-    at = np.flatnonzero(small & np.repeat(sparse, lengths))  # sorted, so grouped by sequence
-    owner = np.repeat(np.flatnonzero(sparse), per_seq[sparse])
-    local = at - (ends - lengths)[owner]
-    return any(type(tokens[i][k]) in _BOOL_TYPES for i, k in zip(owner.tolist(), local.tolist()))
-
-
-def segment_sums(values: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Sums of ``values`` over consecutive segments ending at ``ends`` (the cumsum of segment lengths)."""
-    total = np.concatenate(([0], np.cumsum(values, dtype=np.int64)))
-    return total[ends] - total[np.concatenate(([0], ends[:-1]))] if ends.size else np.zeros(0, dtype=np.int64)
-
-
-def _out_of_range_note(count: int, vocab_size: int) -> str:
-    return f"{count} id(s) outside [0, {vocab_size})"
-
-
-def _join(a: str, b: str) -> str:
-    return "; ".join(s for s in (a, b) if s)

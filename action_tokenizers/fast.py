@@ -17,52 +17,28 @@ What differs from the published processor, for the project's own fits
   unbounded normalizer) are clipped to the alphabet instead of crashing or being dropped.
 - **Consistent decode**: where the normalizer clips, the decoded chunk is projected back into
   [-1, 1] without leaving its quantization cell, so re-encoding a decoded chunk gives the same ids.
-- **Malformed sequences decode to the best available chunk**: unknown ids are skipped, extras are
-  dropped, missing coefficients are filled, and the sequence is flagged; never an all-zero
-  fallback, never a crash. A short sequence is usually one lost token, and with ~6 tokens per real
-  chunk the lost one often carried every non-zero coefficient; reading the survivors from position
-  0 (the published rule, missing *trailing* coefficients as zeros) then gives an all-zero chunk.
-  Instead the decoder weighs where the gap most likely was (each placement scored by how likely
-  the surviving coefficients are at their positions under per-coefficient statistics of the fit
-  data, saved in ``tensors.safetensors``), fills the gap with the fit data's mean coefficients,
-  and returns the posterior mean over placements (:func:`_realign`). Measured after one deleted
-  token (scale 10, vocabulary 1024, mean absolute error in normalized units, 3 seeds): Meta-World
-  (4 tasks x 20 scripted episodes) 0.369 -> 0.223 (all-zero chunks 14% -> 0%), SO-101 0.415 ->
-  0.344 (32% -> 0%), synthetic 10 x 34 0.171 -> 0.139; after one substituted token 0.413 -> 0.247,
-  0.478 -> 0.329, 0.134 -> 0.100.
-  Well-formed sequences decode exactly as before (bit for bit). Published directories carry no
-  statistics: there a generic smooth-signal prior places the gap and missing coefficients are 0.
+- **Malformed sequences decode to the best available chunk** (:mod:`action_tokenizers.fast_repair`):
+  never an all-zero fallback, never a crash, always flagged. Well-formed sequences decode exactly
+  as the published processor does.
 - **No remembered state**: h and d come from the fit (or the published config), not from the last
   encode call.
 - **Pre-tokenization ``none`` (the default for new fits)**: the published byte-level pre-tokenizer
-  splits a chunk's string with GPT-2's regex (letters, digits, spaces, punctuation...: 52 pieces for
-  one 10 x 34 chunk) and BPE cannot merge across pieces; it also re-encodes every coefficient above
-  127 as two UTF-8 bytes. Treating the whole chunk string as one word (no pre-tokenizer) lets merges
-  span the long runs of small high-frequency coefficients. Measured in ``docs/benchmarks.md``
-  (scale 10, vocabulary 1024, same data, same error), none vs byte-level: tokens per chunk 96.0 vs
-  99.3 (synthetic 10 x 34), 5.3 vs 6.2 (Meta-World), 6.2 vs 8.3 (SO-101); batch encode 32.0 vs 51.4
-  and decode 4.7 vs 20.4 us per 10 x 34 chunk. So ``none`` is the default; ``byte_level`` stays
+  splits a chunk's string with GPT-2's regex and BPE cannot merge across pieces; it also
+  re-encodes every coefficient above 127 as two UTF-8 bytes. Treating the whole chunk string as
+  one word lets merges span the long runs of small high-frequency coefficients: fewer tokens per
+  chunk and a table-gather decode (docs/benchmarks.md compares both). ``byte_level`` stays
   available and is what published directories use.
 
-Speed (``docs/benchmarks.md``, batches of distinct chunks against the per-chunk reference loop):
-with the default pre-tokenization, decode never calls the BPE library: each id's coefficients sit
-in one table, so decoding is a gather (:func:`_run_indices`) and one inverse DCT over the batch,
-run by the base class in cache-sized blocks: 9.5x the reference on 10 x 34 chunks, 21-22x on
-Meta-World and SO-101. Encode is bound by Hugging Face ``tokenizers`` (one ``encode_batch_fast``
-call; the project does not write its own BPE): 3.8x (10 x 34), 5.1x (Meta-World), 4.0x (SO-101)
-on 2 cores, BPE's word cache emptied before each batch. The library spreads chunks over threads,
-but 2-3 us per short real-robot chunk stay serial: about a tenth of the reference loop on their
-own. At batch size 1 fixed per-call costs dominate: 40-81 us per chunk to encode and 64-68 us to
-decode, where the reference takes 37-155 and 16-41 us; batching is what this class is built for.
-``encode_batch_fast`` uses threads unless ``TOKENIZERS_PARALLELISM`` is false; this class leaves
-that switch to the user: forcing it on would mark parallelism as "configured", which turns off the
-library's own guard (after a fork it disables parallelism in the child instead of deadlocking,
-e.g. in DataLoader workers).
+Speed: decode never calls the BPE library with the default pre-tokenization (each id's
+coefficients sit in one table: a gather, :func:`_run_indices`, and one inverse DCT over the batch,
+run by the base class in cache-sized blocks). Encode is one ``encode_batch_fast`` call; the
+project does not write its own BPE. Batching is what this class is built for; figures per batch
+size are in docs/benchmarks.md. ``encode_batch_fast`` uses threads unless
+``TOKENIZERS_PARALLELISM`` is false; this class leaves that switch to the user: forcing it on
+would mark parallelism as "configured", which turns off the library's own guard (after a fork it
+disables parallelism in the child instead of deadlocking, e.g. in DataLoader workers).
 
-Published directories (``processor_config.json`` + ``tokenizer.json`` at the root or in
-``bpe_tokenizer/``) load with identity normalization (FAST expects inputs already in [-1, 1]) and
-keep their exact behaviour: the same ids and, on well-formed ids, the same decoded chunks as the
-published processor; only malformed sequences differ (best chunk + flag instead of zeros).
+Published directories load through :mod:`action_tokenizers.fast_published`.
 """
 
 from __future__ import annotations
@@ -75,8 +51,7 @@ from typing import Any, Callable
 import numpy as np
 
 from action_tokenizers.base import CONFIG_FILE, ActionTokenizer, TokenBatch, TokenizerConfig, segment_sums
-from action_tokenizers.io import read_json
-from action_tokenizers.normalize import Normalizer
+from action_tokenizers.fast_repair import coefficient_model, repair_coefficients, repair_reason
 
 PRETOKENIZERS = ("none", "byte_level")
 TOKENIZER_FILE = "tokenizer.json"
@@ -85,11 +60,6 @@ PUBLISHED_SUBFOLDER = "bpe_tokenizer"
 # Published encode maps c -> chr(c); clip below the UTF-16 surrogates so chr() never fails (openpi#333).
 _MAX_CHAR = 0xD7FF
 _REPLACEMENT_CHAR = 0xFFFD
-# Realigning a malformed sequence: the share of coefficients assumed arbitrary (outliers), and the
-# prior log-odds against "a token was substituted" vs "a token was deleted" (3 balanced the mean error
-# after one deletion and after one substitution on Meta-World, SO-101 and synthetic chunks).
-_OUTLIER_RATE = 0.01
-_SUBSTITUTION_COST = 3.0
 
 
 @dataclass
@@ -258,11 +228,13 @@ class FASTTokenizer(ActionTokenizer):
         if not malformed.any():  # the common case: every sequence holds exactly h * d coefficients
             q = values.reshape(n, size)
         else:
-            q = self._best_coefficients(values, counts, tok_lens, tok_ends, malformed)
+            model = coefficient_model(self.coef_mean, self.coef_std, self.chunk_size, self.action_dim,
+                                      self.config.scale, min(self.max_char + 1, self.config.vocab_size))
+            q = repair_coefficients(values, counts, tok_lens, tok_ends, malformed, model)
         x = self._clip_bounded(self.from_coefficients(q), q)
         reasons = [""] * n
         for i in np.flatnonzero(malformed).tolist():
-            reasons[i] = _reason(int(unknown[i]), int(dropped[i]), int(counts[i]), size, self.coef_mean is not None)
+            reasons[i] = repair_reason(int(unknown[i]), int(dropped[i]), int(counts[i]), size, self.coef_mean is not None)
         return x, malformed, reasons
 
     def _values(self, ids: np.ndarray,
@@ -287,36 +259,6 @@ class FASTTokenizer(ActionTokenizer):
         dropped = np.bincount(owner[bad], minlength=len(texts))
         counts = np.bincount(owner[~bad], minlength=len(texts))
         return (chars[~bad] + self.min_token).astype(np.float64), counts, dropped, None
-
-    def _best_coefficients(self, values: np.ndarray, counts: np.ndarray, tok_lens: np.ndarray | None,
-                           tok_ends: np.ndarray, malformed: np.ndarray) -> np.ndarray:
-        """(n, h * d) coefficients: well-formed rows exactly, malformed rows by :meth:`_realign`."""
-        n, size = len(counts), self.n_coefficients
-        char_ends = np.cumsum(counts)
-        q = np.empty((n, size), dtype=np.float64)
-        good = ~malformed
-        if good.any():
-            owner = np.repeat(good, counts)
-            q[good] = values[owner].reshape(-1, size)
-        model = self._coefficient_model()
-        for i in np.flatnonzero(malformed).tolist():
-            c = values[char_ends[i] - counts[i]:char_ends[i]]
-            if tok_lens is None:
-                bounds = None
-            else:
-                lens = tok_lens[(tok_ends[i - 1] if i else 0):tok_ends[i]]
-                bounds = np.concatenate(([0], np.cumsum(lens[lens > 0])))
-            q[i] = _realign(c, bounds, model)
-        return q
-
-    def _coefficient_model(self) -> "_CoefficientModel":
-        """What realignment knows about each coefficient position (see :class:`_CoefficientModel`)."""
-        h, d, size = self.chunk_size, self.action_dim, self.n_coefficients
-        alphabet = min(self.max_char + 1, self.config.vocab_size)  # published: max_char is only chr()'s limit
-        if self.coef_mean is not None and self.coef_mean.shape == (size,):
-            return _CoefficientModel(self.coef_mean, self.coef_std, alphabet)
-        freq = np.repeat(np.arange(h), d)
-        return _CoefficientModel(np.zeros(size), self.config.scale * math.sqrt(h) / 2.0 / (1.0 + freq) ** 2, alphabet)
 
     def _clip_bounded(self, x: np.ndarray, q: np.ndarray, iterations: int = 30) -> np.ndarray:
         """Keep bounded dimensions in [-1, 1] without leaving the chunk's quantization cell.
@@ -412,39 +354,9 @@ class FASTTokenizer(ActionTokenizer):
                 if value is not None and value != getattr(tok, name):
                     raise ValueError(f"{directory} was fitted with {name}={getattr(tok, name)}, got {name}={value}")
             return tok
-        return cls._from_published(directory, chunk_size, action_dim)
+        from action_tokenizers.fast_published import load_published
 
-    @classmethod
-    def _from_published(cls, directory: Path, chunk_size: int | None, action_dim: int | None) -> "FASTTokenizer":
-        """A published FAST processor directory: processor_config.json + tokenizer.json (root or bpe_tokenizer/)."""
-        path = directory / PUBLISHED_CONFIG_FILE
-        cfg = read_json(path, what="FAST processor config")
-        scale = _field(cfg, "scale", path, (int, float), positive=True)
-        vocab = _field(cfg, "vocab_size", path, int, positive=True)
-        min_token = _field(cfg, "min_token", path, int)
-        h = _shape_field(cfg, "time_horizon", chunk_size, "chunk_size", path)
-        d = _shape_field(cfg, "action_dim", action_dim, "action_dim", path)
-        tok_path = directory / TOKENIZER_FILE
-        if not tok_path.is_file():
-            tok_path = directory / PUBLISHED_SUBFOLDER / TOKENIZER_FILE
-        if not tok_path.is_file():
-            raise FileNotFoundError(
-                f"{directory} has {PUBLISHED_CONFIG_FILE} but no {TOKENIZER_FILE} at its root or in "
-                f"{PUBLISHED_SUBFOLDER}/: the published FAST directory is incomplete"
-            )
-        tok = cls(FASTConfig(scale=float(scale), vocab_size=vocab, normalization="identity", pretokenizer="byte_level"))
-        tok.normalizer = Normalizer(mode="identity")
-        tok.bpe = _load_bpe(tok_path)
-        if tok.bpe.get_vocab_size() > vocab:
-            raise ValueError(
-                f"{tok_path} holds {tok.bpe.get_vocab_size()} tokens but {path} field 'vocab_size' is {vocab}: "
-                "the files are inconsistent"
-            )
-        tok.min_token, tok.max_char, tok.published = min_token, _MAX_CHAR, True
-        tok.chunk_size, tok.action_dim = h, d
-        tok._set_bpe(tok.bpe)
-        return tok
-
+        return load_published(directory, chunk_size, action_dim)
 
 # ---------------------------------------------------------------------- helpers
 def _new_bpe(pretokenizer: str):
@@ -510,125 +422,6 @@ def _run_indices(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     step[0] = starts[0]
     step[np.cumsum(lens[:-1])] = starts[1:] - (starts[:-1] + lens[:-1] - 1)
     return np.cumsum(step, out=step)
-
-
-@dataclass
-class _CoefficientModel:
-    """Independent per-position model of quantized coefficients, used only to realign malformed sequences.
-
-    Own fits use the fit data's mean and standard deviation per coefficient; without them
-    (published directories, older saves) the mean is 0 and the spread follows a generic
-    smooth-signal prior, ``scale * sqrt(h) / 2 / (1 + frequency)^2`` (close to what Meta-World and
-    SO-101 show). A small uniform floor keeps any value possible, so one odd coefficient never
-    outweighs the placement of all the others.
-    """
-
-    mean: np.ndarray
-    """(h * d,) what a missing coefficient is filled with."""
-    std: np.ndarray
-    """(h * d,) spread of each coefficient."""
-    alphabet: int
-    """Number of coefficient values (characters)."""
-
-    def __post_init__(self) -> None:
-        self.sigma = np.sqrt(np.square(self.std) + 0.25)  # >= 0.5: density <= 0.8, like an integer's probability
-        self.log_norm = -np.log(self.sigma * math.sqrt(2 * math.pi))
-        self.log_floor = math.log(_OUTLIER_RATE / self.alphabet)
-        self.log_keep = math.log1p(-_OUTLIER_RATE)
-        self.garbage = -math.log(self.alphabet)  # a character of a substituted token: any value
-
-    def ll(self, pos: np.ndarray, value: np.ndarray) -> np.ndarray:
-        """Log-likelihood of coefficient ``value`` at flat position ``pos`` (elementwise)."""
-        z = (value - self.mean[pos]) / self.sigma[pos]
-        return np.logaddexp(self.log_keep + self.log_norm[pos] - 0.5 * z * z, self.log_floor)
-
-
-def _realign(c: np.ndarray, bounds: np.ndarray | None, model: _CoefficientModel) -> np.ndarray:
-    """Best estimate of the h * d coefficients of a malformed sequence whose surviving coefficients are ``c``.
-
-    Hypotheses (one token lost or replaced, the usual corruption): a gap at a token boundary (a
-    deleted or unknown token); one token's characters read as garbage and replaced by a gap (a
-    substituted token); and, always, the plain reading (missing trailing coefficients / extras
-    dropped). Coefficients before the gap keep their positions, those after it shift by
-    ``h * d - len(c)``; gaps take the per-position mean (zeros where no statistics exist). Each
-    hypothesis is scored by the likelihood of the coefficients at their positions (a garbage
-    character costs ``log(1 / alphabet)``, a substitution a further prior ``_SUBSTITUTION_COST``),
-    and the result is the posterior mean over hypotheses: the estimate with the least expected
-    squared error under the model (measured on Meta-World, SO-101 and synthetic chunks, it beats
-    picking the single best placement). ``bounds`` are token starts in ``c`` plus ``len(c)``; None
-    allows a boundary at every character (byte-level ids).
-    """
-    size, count = model.mean.size, c.size
-    k = size - count  # > 0: coefficients missing; < 0: extras
-    if k == 0:  # the length is right (e.g. an unknown id next to a well-formed sequence): read it as is
-        return c.astype(np.float64)
-    pos = np.arange(count)
-    at = np.full(count, -np.inf)  # log-likelihood of each coefficient at its own position
-    inside = pos < size
-    at[inside] = model.ll(pos[inside], c[inside])
-    after = np.full(count, -np.inf)  # ... and shifted past a gap
-    shifted = (pos + k >= 0) & (pos + k < size)
-    after[shifted] = model.ll(pos[shifted] + k, c[shifted])
-    before_sum = np.concatenate(([0.0], np.cumsum(at)))
-    after_sum = np.concatenate((np.cumsum(after[::-1])[::-1], [0.0]))
-    if bounds is None:
-        bounds = np.arange(count + 1)
-    starts, ends = bounds[:-1], bounds[1:]
-    wide = (ends - starts) >= -k  # replacing these tokens by a gap leaves at most h * d coefficients
-    # hypothesis (s, e, prior): characters [s, e) dropped, a gap of k + (e - s) coefficients at s
-    s_all = np.concatenate(([min(count, size)], bounds if k > 0 else [], starts[wide])).astype(np.int64)
-    e_all = np.concatenate(([count], bounds if k > 0 else [], ends[wide])).astype(np.int64)
-    prior = np.concatenate((np.zeros(s_all.size - int(wide.sum())), np.full(int(wide.sum()), -_SUBSTITUTION_COST)))
-    score = before_sum[s_all] + model.garbage * (e_all - s_all) + after_sum[e_all] + prior
-    weight = np.exp(score - score.max())
-    keep = np.flatnonzero(weight > 1e-4)
-    q = np.zeros(size)
-    for i in keep.tolist():
-        s, e = int(s_all[i]), int(e_all[i])
-        gap = k + e - s
-        q[:s] += weight[i] * c[:s]
-        q[s:s + gap] += weight[i] * model.mean[s:s + gap]
-        q[s + gap:] += weight[i] * c[e:]
-    return q / weight[keep].sum()
-
-
-def _reason(unknown: int, dropped: int, count: int, size: int, stats: bool) -> str:
-    parts = []
-    if unknown:
-        parts.append(f"{unknown} unknown id(s) skipped")
-    if dropped:
-        parts.append(f"{dropped} character(s) outside the alphabet skipped")
-    fill = "the fit data's mean" if stats else "0"
-    if count < size:
-        parts.append(f"{count} coefficients, expected {size}: placed where most likely, missing ones set to {fill}")
-    elif count > size:
-        parts.append(f"{count} coefficients, expected {size}: the least likely extras dropped")
-    return "; ".join(parts)
-
-
-def _field(cfg: dict, name: str, path: Path, kind: type | tuple, positive: bool = False):
-    if name not in cfg:
-        raise ValueError(f"{path} lacks the field '{name}' (needed fields: scale, vocab_size, min_token, "
-                         "time_horizon, action_dim)")
-    value = cfg[name]
-    if isinstance(value, bool) or not isinstance(value, kind) or (positive and not value > 0):
-        want = "a positive number" if positive else "an integer"
-        raise ValueError(f"{path} field '{name}' must be {want}, got {value!r}")
-    return value
-
-
-def _shape_field(cfg: dict, name: str, given: int | None, arg: str, path: Path) -> int:
-    value = cfg.get(name)
-    if value is None and given is None:
-        raise ValueError(
-            f"{path} field '{name}' is null or missing; pass {arg}=... to FASTTokenizer.from_pretrained "
-            "to say which chunk shape this tokenizer decodes"
-        )
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-        raise ValueError(f"{path} field '{name}' must be a positive integer or null, got {value!r}")
-    if value is not None and given is not None and value != given:
-        raise ValueError(f"{path} field '{name}' is {value} but {arg}={given} was passed")
-    return int(given if given is not None else value)
 
 
 SWEEP_SCALES = (2.0, 5.0, 10.0, 20.0, 50.0)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from action_tokenizers.base import ActionTokenizer
 from action_tokenizers.binning import BinningTokenizer
-from action_tokenizers.diagnostics import (
+from eval.theory.diagnostics import (
     KernelDecoder,
     SeededSimulator,
     action_error,

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from action_tokenizers import BinningTokenizer, FASTTokenizer
-from action_tokenizers import base
-from action_tokenizers.base import TokenBatch
+from action_tokenizers import base, token_batch
+from action_tokenizers.token_batch import TokenBatch
 
 SEQS = st.lists(st.lists(st.integers(-1, 50), max_size=12), max_size=10)
 
@@ -70,7 +70,7 @@ def test_block_decoding_equals_one_pass(monkeypatch, family):
 def test_flat_check_finds_every_bool(seqs):
     """Bools pass ``array('q')`` as 0/1; the flat path must still spot each one (sparse or dense)."""
     has_bool = any(isinstance(v, (bool, np.bool_)) for s in seqs for v in s)
-    out = base._flatten_int_lists(seqs)
+    out = token_batch._flatten_int_lists(seqs)
     assert (out is None) == has_bool
     if out is not None:
         ids, lengths = out

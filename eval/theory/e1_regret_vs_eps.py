@@ -7,7 +7,7 @@ System: ``x' = A x + B u`` (A = 0.9, B = 0.5, open-loop stable) tracking a refer
 ``r_t = 0.8 sin(phi_t)``, ``phi' = phi + omega``; the state is (x, phi). The expert contracts the
 tracking error, ``x' - r' = rho (x - r)`` with rho = 0.5, and its actions are binned with the
 library's ``BinningTokenizer`` (uniform edges, n bins); eps is measured on the expert's data with
-:func:`action_tokenizers.diagnostics.quantization_eps` (half the bin width). Reward
+:func:`eval.theory.diagnostics.quantization_eps` (half the bin width). Reward
 ``1 - |x - r|``; regret is the expert's return minus the binned policy's, from the same starts.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from action_tokenizers.binning import BinningTokenizer
-from action_tokenizers.diagnostics import quantization_eps
+from eval.theory.diagnostics import quantization_eps
 from eval.theory.results import Claim, ExperimentResult, figure, loglog_slope, markdown_table, save_figure
 
 A, B, RHO, OMEGA, AMPLITUDE = 0.9, 0.5, 0.5, 0.37, 0.8

@@ -9,7 +9,7 @@ feed-forward signal ``u = 0.8 sin(phi)`` of its phase (state (x, phi), ``phi' = 
 that A alone sets the stability, and the library's binning of u (eps = half bin width). Measured:
 the largest deviation from the expert's trajectory up to H (mean over rollouts), a fit of its
 log against H for A > 1 (the slope should be log A), and the incremental-stability gain estimated
-by :func:`action_tokenizers.diagnostics.incremental_gain` from paired rollouts with common random
+by :func:`eval.theory.diagnostics.incremental_gain` from paired rollouts with common random
 numbers on a noisy copy of the system, against the analytic ``B (1 - A^H) / (1 - A)``.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from action_tokenizers.diagnostics import constant_perturbation, incremental_gain
+from eval.theory.diagnostics import constant_perturbation, incremental_gain
 from eval.theory.results import Claim, ExperimentResult, figure, loglog_slope, markdown_table, save_figure
 from eval.theory.systems import LinearSystem, ScalarBinning
 

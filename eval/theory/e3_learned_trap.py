@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from action_tokenizers.diagnostics import action_error, continuity_violation_rate
+from eval.theory.diagnostics import action_error, continuity_violation_rate
 from eval.theory.results import Claim, ExperimentResult, eps_ticks, figure, loglog_slope, markdown_table, save_figure
 from eval.theory.systems import KMeans1D, ScalarBinning, Trap, closed_loop_error, expert, expert_states
 

@@ -9,7 +9,7 @@ bins refine.
 System: the trap system's dynamics and expert (``x' = 0.2 x + 0.3 u``, ``u = arctan x``, x0 ~ N(0, 1),
 reward ``1 - |u - arctan x|``), whose actions pile up near 0. Tokens: the library's uniform
 ``BinningTokenizer`` with 4 to 64 bins on expert actions. Decoders: bin centre,
-:class:`action_tokenizers.diagnostics.KernelDecoder` (token only) and the same with the state
+:class:`eval.theory.diagnostics.KernelDecoder` (token only) and the same with the state
 binned into 32 quantile cells. Measured: mean absolute reconstruction error on held-out expert
 data, and closed-loop regret per step of the policy ``u = decode(token(arctan x), x)``.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from action_tokenizers.binning import BinningTokenizer
-from action_tokenizers.diagnostics import KernelDecoder
+from eval.theory.diagnostics import KernelDecoder
 from eval.theory.results import Claim, ExperimentResult, figure, markdown_table, save_figure
 from eval.theory.systems import closed_loop_error, expert, expert_states
 

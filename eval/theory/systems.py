@@ -1,7 +1,7 @@
 """The small systems the theory experiments run on: scalar linear dynamics, the paper's trap, quantizers.
 
 Everything is batched over rollouts with NumPy: a state is a ``(b,)`` array of scalars (or
-``(b, 1)`` behind the :class:`~action_tokenizers.diagnostics.SeededSimulator` protocol).
+``(b, 1)`` behind the :class:`~eval.theory.diagnostics.SeededSimulator` protocol).
 
 The trap (Cao & Xie 2026): ``x' = A x + B u`` with ``A = 0.2``, ``B = 0.3``, ``x0 ~ N(0, 1)``,
 expert ``u = arctan(x)``, reward ``1 - |u - arctan(x)|`` (so per-step regret is the on-policy
