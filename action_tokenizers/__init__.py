@@ -13,6 +13,12 @@ from typing import Any
 # reads actions and state only and never decodes video, so that warning is noise here.
 logging.getLogger("lerobot.utils.import_utils").setLevel(logging.ERROR)
 
+# transformers' AutoProcessor loads our saved tokenizers: registered when transformers' auto classes
+# load (an import hook; transformers itself is not imported here).
+from action_tokenizers.hf_processor import install as _install_hf  # noqa: E402
+
+_install_hf()
+
 __all__ = [
     "ActionTokenizer",
     "AutoActionTokenizer",

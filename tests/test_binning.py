@@ -155,7 +155,7 @@ def test_save_load_identical_ids_and_no_pickle(tmp_path, kwargs):
     for p in path.iterdir():
         assert b"\x80\x04" not in p.read_bytes()[:2]  # no pickle protocol header
     cfg = json.loads((path / "config.json").read_text())
-    assert cfg["tokenizer_class"] == "BinningTokenizer" and cfg["vocab_size"] == tok.vocab_size
+    assert cfg["action_tokenizer_class"] == "BinningTokenizer" and "tokenizer_class" not in cfg and cfg["vocab_size"] == tok.vocab_size
     for loaded in (BinningTokenizer.from_pretrained(path), AutoActionTokenizer.from_pretrained(path)):
         assert isinstance(loaded, BinningTokenizer)
         assert loaded.encode(x) == tok.encode(x)
@@ -178,7 +178,7 @@ def test_corrupted_or_partial_directory(tmp_path):
     with pytest.raises(ValueError, match="not valid JSON"):
         AutoActionTokenizer.from_pretrained(path)
     cfg = json.loads((tok.save_pretrained(tmp_path / "tok4") / "config.json").read_text())
-    cfg["tokenizer_class"] = "NopeTokenizer"
+    cfg["action_tokenizer_class"] = "NopeTokenizer"
     (tmp_path / "tok4" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="unknown tokenizer 'NopeTokenizer'"):
         AutoActionTokenizer.from_pretrained(tmp_path / "tok4")

@@ -93,7 +93,7 @@ def test_push_uploads_exactly_the_saved_files(hub: FakeHub, chunks: np.ndarray, 
     assert commit.repo_id == REPO_ID and commit.deleted == []
     assert commit.added == expected  # byte for byte what save_pretrained writes
     # Data, not pickles: each file parses as its own format.
-    assert json.loads(commit.added["config.json"])["tokenizer_class"] == "BinningTokenizer"
+    assert json.loads(commit.added["config.json"])["action_tokenizer_class"] == "BinningTokenizer"
     assert set(load(commit.added["tensors.safetensors"])) == set(load(expected["tensors.safetensors"]))
     assert commit.added["README.md"].startswith(b"---\n")
     assert hub.card_metadata and hub.card_metadata[0]["library_name"] == "action-tokenizers"
