@@ -125,7 +125,7 @@ class FASTTokenizer(ActionTokenizer):
         """Coefficients each id decodes to (-1 for ids no well-formed sequence holds), or None.
 
         None for byte-level BPE, where a coefficient may span ids. A constrained decoder uses it to
-        emit exactly ``n_coefficients`` coefficients (``training.policy``), so no output is malformed.
+        emit exactly ``n_coefficients`` coefficients (``training.generation``), so no output is malformed.
         """
         if self._tok_len is None or self.published:
             return None
@@ -319,6 +319,18 @@ class FASTTokenizer(ActionTokenizer):
                 f"(h * d), got {mean.shape} and {std.shape}: the tokenizer directory is corrupted"
             )
         self.coef_mean, self.coef_std = mean, std
+
+    def save_pretrained(self, directory: str | Path, overwrite: bool = False, layout: str = "native") -> Path:
+        """``layout="native"``: the project's folder (see the base class). ``layout="published"``: the
+        ``physical-intelligence/fast`` layout that transformers' ``AutoProcessor`` (remote code) and
+        LeRobot's pi0-FAST load, or a refusal naming what to change (:mod:`action_tokenizers.fast_export`)."""
+        from action_tokenizers.fast_export import LAYOUTS, save_published
+
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if layout == "published":
+            return save_published(self, directory, overwrite=overwrite)
+        return super().save_pretrained(directory, overwrite=overwrite)
 
     def _save_files(self, directory: Path) -> None:
         self.bpe.save(str(directory / TOKENIZER_FILE))

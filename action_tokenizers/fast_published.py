@@ -45,7 +45,11 @@ def load_published(directory: Path, chunk_size: int | None, action_dim: int | No
             f"{tok_path} holds {tok.bpe.get_vocab_size()} tokens but {path} field 'vocab_size' is {vocab}: "
             "the files are inconsistent"
         )
-    tok.min_token, tok.max_char, tok.published = min_token, _MAX_CHAR, True
+    # max_char: the fitted alphabet's last character, written by our export (fast_export); else chr()'s limit
+    max_char = cfg.get("max_char")
+    if isinstance(max_char, bool) or not isinstance(max_char, int) or not 0 <= max_char <= _MAX_CHAR:
+        max_char = _MAX_CHAR
+    tok.min_token, tok.max_char, tok.published = min_token, max_char, True
     tok.chunk_size, tok.action_dim = h, d
     tok._set_bpe(tok.bpe)
     return tok
