@@ -162,6 +162,13 @@ class ActionTokenizer(ABC):
         None (the default) means every id is valid at every position."""
         return None
 
+    def token_lengths(self) -> np.ndarray | None:
+        """For variable-length families whose ids each decode to a known number of the chunk's
+        ``h * d`` values (FAST without a pre-tokenizer): that number per local id (-1 for ids no
+        well-formed sequence holds), so constrained generation can always emit exactly ``h * d``.
+        None (the default) means no such table."""
+        return None
+
     @abstractmethod
     def _fit(self, x: np.ndarray) -> None:
         """Fit on normalized chunks ``x`` of shape (n, h, d)."""

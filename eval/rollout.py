@@ -39,6 +39,7 @@ class EpisodeRecord:
 
     task: str
     seed: int
+    instruction: str = ""  # the text the policy was given (the task description unless replaced)
     success: bool = False
     episode_return: float = 0.0
     length: int = 0
@@ -109,9 +110,9 @@ def _error_text(e: BaseException) -> str:
 class _Batch:
     """Lockstep state of ``b`` environment instances of one task."""
 
-    def __init__(self, envs: list[Any], task: str, seeds: list[int], render: list[bool]) -> None:
+    def __init__(self, envs: list[Any], task: str, seeds: list[int], render: list[bool], instructions: list[str]) -> None:
         self.envs, self.task = envs, task
-        self.records = [EpisodeRecord(task=task, seed=int(s)) for s in seeds]
+        self.records = [EpisodeRecord(task=task, seed=int(s), instruction=text) for s, text in zip(seeds, instructions)]
         self.obs: list[np.ndarray | None] = [None] * len(seeds)
         self.active = [True] * len(seeds)
         self.plan: list[np.ndarray | None] = [None] * len(seeds)
@@ -138,13 +139,12 @@ class _Batch:
         return [i for i, a in enumerate(self.active) if a]
 
 
-def _plan(policy: Any, batch: _Batch, rows: list[int], description: str, n_action_steps: int) -> None:
+def _plan(policy: Any, batch: _Batch, rows: list[int], n_action_steps: int) -> None:
     """One policy call for every running instance; stores each row's chunk and the call's stats."""
     states = np.stack([np.asarray(batch.obs[i], dtype=np.float64) for i in rows])  # (b, s)
-    query = {"observation.state": states, "task": [description] * len(rows), "task_name": [batch.task] * len(rows)}
-    start = time.perf_counter()
+    texts = [batch.records[i].instruction for i in rows]
+    query = {"observation.state": states, "task": texts, "task_name": [batch.task] * len(rows)}
     chunks = np.asarray(policy.predict_action_chunk(query))
-    latency = time.perf_counter() - start
     expected = (len(rows), n_action_steps, int(policy.action_dim))
     if chunks.ndim != 3 or chunks.shape[0] != len(rows) or chunks.shape[1] < n_action_steps or chunks.shape[2] != expected[2]:
         raise ValueError(f"policy returned chunks of shape {chunks.shape}; expected (b={len(rows)}, h>={n_action_steps}, d={expected[2]})")
@@ -152,9 +152,11 @@ def _plan(policy: Any, batch: _Batch, rows: list[int], description: str, n_actio
     per_row = stats.get("malformed_per_row")
     total = int(stats.get("malformed", 0) or 0)
     tokens = stats.get("tokens_per_chunk")
+    latency = stats.get("latency_s")  # timed once, by the policy around its own work
     for j, i in enumerate(rows):
         batch.plan[i] = chunks[j]
-        batch.records[i].latency_s.append(latency)
+        if latency is not None:
+            batch.records[i].latency_s.append(float(latency))
         if tokens is not None:
             batch.records[i].tokens.append(float(tokens))
         if per_row is not None:
@@ -185,7 +187,7 @@ def _step(batch: _Batch, i: int, action: np.ndarray, t: int, stop_on_success: bo
 
 
 def _run_batch(
-    policy: Any, batch: _Batch, description: str, n_action_steps: int, max_steps: int, stop_on_success: bool
+    policy: Any, batch: _Batch, n_action_steps: int, max_steps: int, stop_on_success: bool
 ) -> None:
     start = time.perf_counter()
     if hasattr(policy, "reset"):
@@ -196,7 +198,7 @@ def _run_batch(
         if not rows:
             break
         if t % n_action_steps == 0:
-            _plan(policy, batch, rows, description, n_action_steps)
+            _plan(policy, batch, rows, n_action_steps)
         for i in rows:
             _step(batch, i, batch.plan[i][t % n_action_steps], t, stop_on_success)
     share = (time.perf_counter() - start) / len(batch.records)
@@ -254,8 +256,12 @@ def rollout(
     progress: bool = False,
     env_factory: EnvFactory | None = None,
     pool: EnvPool | None = None,
+    instructions: Callable[[str, int], str] | None = None,
 ) -> RolloutResult:
     """Roll ``policy`` out on every task for every seed; returns one record per (task, seed).
+
+    ``instructions(task, j)`` gives the text of the ``j``-th episode of ``task`` (default: the
+    task's description, what the demos recorded); e.g. an unseen paraphrase (``eval.paraphrases``).
 
     ``n_action_steps`` defaults to the policy's chunk size; ``render_episodes`` keeps frames of the
     first that many seeds per task, creating the envs with ``render_kwargs`` (default
@@ -283,8 +289,9 @@ def rollout(
             for lo in range(0, len(seeds), n_envs):
                 batch_seeds = seeds[lo : lo + n_envs]
                 filmed = [lo + j < render_episodes for j in range(len(batch_seeds))]
-                batch = _Batch(envs[: len(batch_seeds)], task, batch_seeds, filmed)
-                _run_batch(policy, batch, description, n_steps, max_steps, stop_on_success)
+                texts = [description if instructions is None else instructions(task, lo + j) for j in range(len(batch_seeds))]
+                batch = _Batch(envs[: len(batch_seeds)], task, batch_seeds, filmed, texts)
+                _run_batch(policy, batch, n_steps, max_steps, stop_on_success)
                 _collect(result, batch)
                 bar.update(len(batch_seeds))
                 bar.set_postfix(task=task, success=f"{np.mean([e.success for e in batch.records]):.2f}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ import torch
 
 from training.model import LMSpec, PolicyModel, build_default
 from training.observation import StateProjection
-from training.policy import TokenizedPolicy, generate_action_ids
+from training.generation import DecodingPlan, generate_action_ids
+from training.policy import TokenizedPolicy
 from training.sequences import build_prompt, left_pad
 
 TASKS = ["push the puck to the goal", "open the door", "reach", "press the red button down firmly now"]
@@ -32,7 +34,8 @@ def test_constrained_decoding_never_emits_a_non_action_id(seed: int, tokens_per_
     vocab, pad = base.vocab, base.tokenizer.pad_token_id
     prompts = [build_prompt(base.tokenizer(t)["input_ids"], 1, vocab, pad) for t in TASKS]
     states = torch.from_numpy(np.random.default_rng(seed).normal(size=(4, 5)).astype(np.float32))
-    gen = generate_action_ids(model, vocab, prompts, {"observation.state": states}, pad, tokens_per_chunk, max_new_tokens=9)
+    plan = DecodingPlan(tokens_per_chunk=tokens_per_chunk, max_new_tokens=9)
+    gen = generate_action_ids(model, vocab, plan, prompts, {"observation.state": states}, pad)
     for seq in gen.ids:
         assert all(0 <= i < vocab.n_actions for i in seq), seq  # a non-action id would map to -1
         if tokens_per_chunk is None:
@@ -52,23 +55,23 @@ def test_constrained_decoding_never_emits_a_non_action_id(seed: int, tokens_per_
 def test_length_aware_decoding_makes_fast_output_well_formed(seed: int) -> None:
     """FAST ids stand for runs of DCT coefficients: the processor keeps every sequence at exactly h * d."""
     fast = pytest.importorskip("action_tokenizers.fast")
-    from training.policy import length_plan
-
     rng = np.random.default_rng(seed)
     chunks = np.cumsum(rng.normal(size=(300, 10, 3)) * 0.1, axis=1)
     tok = fast.FASTTokenizer(vocab_size=128).fit(chunks)
-    plan = length_plan(tok)
-    assert plan is not None and plan.shape == (tok.vocab_size,) and plan.max() > 1
+    plan = DecodingPlan.from_tokenizer(tok, max_new_tokens=12)
+    assert plan.length_aware and plan.units == 30 and DecodingPlan.from_dict(plan.to_dict()) == plan
+    lengths = np.asarray(plan.token_lengths)
+    assert lengths.shape == (tok.vocab_size,) and lengths.max() > 1
     model, base = random_policy_model(n_actions=tok.vocab_size, seed=seed)
     vocab, pad = base.vocab, base.tokenizer.pad_token_id
     prompts = [build_prompt(base.tokenizer(t)["input_ids"], 1, vocab, pad) for t in TASKS]
     obs = {"observation.state": torch.from_numpy(rng.normal(size=(4, 5)).astype(np.float32))}
-    aware = generate_action_ids(model, vocab, prompts, obs, pad, None, 12, unit_lengths=plan, units=30)
+    aware = generate_action_ids(model, vocab, plan, prompts, obs, pad)
     assert tok.decode_with_report(aware.ids).n_malformed == 0
-    assert all(plan[s].sum() == 30 for s in map(np.asarray, aware.ids))
+    assert all(lengths[s].sum() == 30 for s in map(np.asarray, aware.ids))
     torch.manual_seed(seed)  # sampled, so the unconstrained-length run explores: it does go wrong
-    free = generate_action_ids(model, vocab, prompts * 4, {k: v.repeat(4, 1) for k, v in obs.items()}, pad, None, 12,
-                               temperature=1.0)
+    free = generate_action_ids(model, vocab, DecodingPlan(None, 12), prompts * 4,
+                               {k: v.repeat(4, 1) for k, v in obs.items()}, pad, temperature=1.0)
     assert tok.decode_with_report(free.ids).n_malformed > 0
 
 
@@ -78,7 +81,8 @@ def test_sampling_stays_constrained() -> None:
     prompts = [build_prompt(base.tokenizer(TASKS[0])["input_ids"], 1, vocab, pad)] * 8
     states = torch.zeros(8, 5)
     torch.manual_seed(0)
-    gen = generate_action_ids(model, vocab, prompts, {"observation.state": states}, pad, 12, 12, temperature=2.0)
+    gen = generate_action_ids(model, vocab, DecodingPlan(12, 12), prompts, {"observation.state": states}, pad,
+                              temperature=2.0)
     assert all(len(s) == 12 and min(s) >= 0 for s in gen.ids)
     assert len({tuple(s) for s in gen.ids}) > 1  # sampling, not greedy
 
@@ -113,6 +117,9 @@ def test_predict_action_chunk_shapes_and_stats(trained: Path, so101_root: Path) 
     assert np.all(out >= lo - 1e-6) and np.all(out <= hi + 1e-6)  # raw units, inside the binned range
     stats = policy.last_stats
     assert stats["malformed"] == 0 and stats["latency_s"] > 0 and stats["tokens_per_chunk"] == 48
+    assert stats["malformed_per_row"] == [0, 0, 0]
+    saved = DecodingPlan.from_dict(json.loads((trained / "policy_config.json").read_text())["decoding"])
+    assert policy.plan == saved == DecodingPlan.from_tokenizer(tok, saved.max_new_tokens)
 
 
 def test_batched_prediction_equals_one_at_a_time(trained: Path) -> None:
@@ -156,12 +163,12 @@ def test_position_ranges_keep_each_level_in_its_codebook(seed: int) -> None:
     prompts = [build_prompt(base.tokenizer(t)["input_ids"], 1, vocab, pad) for t in TASKS]
     states = torch.from_numpy(np.random.default_rng(seed).normal(size=(4, 5)).astype(np.float32))
     ranges = [(0, 4), (4, 8), (0, 4), (4, 8)]  # 2 groups x 2 levels of 4 codes
-    gen = generate_action_ids(model, vocab, prompts, {"observation.state": states}, pad, 4, max_new_tokens=4,
-                              position_ranges=ranges)
+    gen = generate_action_ids(model, vocab, DecodingPlan(4, 4, position_ranges=tuple(ranges)), prompts,
+                              {"observation.state": states}, pad)
     for seq in gen.ids:
         assert len(seq) == 4 and all(a <= i < b for i, (a, b) in zip(seq, ranges)), seq
-    free = generate_action_ids(model, vocab, prompts * 8, {"observation.state": states.repeat(8, 1)}, pad, 4,
-                               max_new_tokens=4)
+    free = generate_action_ids(model, vocab, DecodingPlan(4, 4), prompts * 8, {"observation.state": states.repeat(8, 1)},
+                               pad)
     assert any(not (a <= i < b) for seq in free.ids for i, (a, b) in zip(seq, ranges))  # the ranges do the work
 
 

@@ -26,12 +26,15 @@ def _fmt(v: Any) -> str:
 def policy_card(tok: "ActionTokenizer", vocab: "ActionVocab", cfg: "TrainConfig", meta: dict[str, Any],
                 metrics: dict[str, Any]) -> str:
     final = metrics.get("final", {})
-    if tok.tokens_per_chunk is not None:
-        decoding = f"exactly {tok.tokens_per_chunk} action ids per chunk"
-    elif callable(getattr(tok, "token_lengths", None)) and tok.token_lengths() is not None:
-        decoding = f"length-aware: every sequence decodes to exactly {tok.chunk_size * tok.action_dim} values, then the end marker"
+    from training.generation import DecodingPlan
+
+    plan = DecodingPlan.from_dict(meta["decoding"])
+    if plan.fixed:
+        decoding = f"exactly {plan.tokens_per_chunk} action ids per chunk"
+    elif plan.length_aware:
+        decoding = f"length-aware: every sequence decodes to exactly {plan.units} values, then the end marker"
     else:
-        decoding = f"until the end marker, at most {meta['max_new_tokens']} ids"
+        decoding = f"until the end marker, at most {plan.max_new_tokens} ids"
     measured = [(label, final[k]) for k, label in _MEASURED if k in final]
     measured += [("training throughput (tokens/s)", metrics["tokens_per_s"]),
                  ("training time (s)", metrics["train_seconds"]), ("final train loss", metrics["train_loss"])]

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from action_tokenizers.base import ActionTokenizer
     from action_tokenizers.data import ChunkSet
     from action_tokenizers.split import EpisodeSplit
+    from training.generation import DecodingPlan
     from training.model import BaseLM, PolicyModel
     from training.sequences import Examples
     from training.vocab import ActionVocab
@@ -350,11 +351,11 @@ def train_step(model: "PolicyModel", batch: dict[str, Any], optimizer, scheduler
 
 
 def evaluate(model: "PolicyModel", ex: "Examples", held: np.ndarray, chunks: "ChunkSet", tok: "ActionTokenizer",
-             vocab: "ActionVocab", cfg: TrainConfig, pad_id: int, max_new_tokens: int) -> dict[str, Any]:
+             vocab: "ActionVocab", cfg: TrainConfig, pad_id: int, plan: "DecodingPlan") -> dict[str, Any]:
     """Held-out loss and action-token accuracy (teacher forced), then greedy generation -> decode -> error."""
     import torch
 
-    from training.policy import generate_action_ids, length_plan
+    from training.generation import generate_action_ids
     from training.sequences import Prompt, collate
 
     device = next(model.parameters()).device
@@ -368,9 +369,7 @@ def evaluate(model: "PolicyModel", ex: "Examples", held: np.ndarray, chunks: "Ch
             loss_sum, n_batches, correct, total = loss_sum + float(loss), n_batches + 1, correct + int(c), total + int(t)
     pick = held[np.linspace(0, len(held) - 1, min(cfg.eval_chunks, len(held))).astype(np.int64)]
     prompts = [Prompt(ex.input_ids[i][: len(ex.input_ids[i]) - _target_len(ex, i)].tolist(), int(ex.obs_start[i])) for i in pick]
-    gen = generate_action_ids(model, vocab, prompts, {cfg.state_key: torch.from_numpy(ex.states[pick])}, pad_id,
-                              tok.tokens_per_chunk, max_new_tokens, unit_lengths=length_plan(tok),
-                              units=tok.chunk_size * tok.action_dim, position_ranges=tok.position_id_ranges())
+    gen = generate_action_ids(model, vocab, plan, prompts, {cfg.state_key: torch.from_numpy(ex.states[pick])}, pad_id)
     report = tok.decode_with_report(gen.ids)
     truth, mask = chunks.actions[pick], chunks.mask[pick]
     floor = tok.decode(tok.encode(truth))
@@ -456,6 +455,7 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
     from tqdm.auto import tqdm
 
     from training.checkpoint import TrainerState, load_checkpoint, save_checkpoint
+    from training.generation import DecodingPlan
     from training.model import PolicyModel, count_parameters
     from training.observation import StateProjection
     from training.sequences import collate
@@ -479,7 +479,7 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
     model = PolicyModel(base.lm, encoder)
     ex = make_examples(base, tok, chunks, encoder.n_tokens)
     longest_target = max(_target_len(ex, i) for i in range(len(ex))) - 1
-    max_new = cfg.max_new_tokens or 2 * longest_target
+    plan = DecodingPlan.from_tokenizer(tok, cfg.max_new_tokens or 2 * longest_target)
     pad_id = base.tokenizer.pad_token_id
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
@@ -513,7 +513,7 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
         bar.set_postfix(loss=f"{loss:.3f}")
         if cfg.eval_every and state.step % cfg.eval_every == 0 and len(held_rows) and accelerator.is_main_process:
             state.evals.append({"step": state.step, **evaluate(raw_model, ex, held_rows, chunks, tok, base.vocab,
-                                                              cfg, pad_id, max_new)})
+                                                              cfg, pad_id, plan)})
         if state.step % cfg.checkpoint_every == 0 or state.step == stop:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
@@ -523,7 +523,7 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
     # -- final evaluation and export (only when the schedule is done)
     final = {}
     if len(held_rows) and accelerator.is_main_process:
-        final = evaluate(raw_model, ex, held_rows, chunks, tok, base.vocab, cfg, pad_id, max_new)
+        final = evaluate(raw_model, ex, held_rows, chunks, tok, base.vocab, cfg, pad_id, plan)
     recent = [l for _, l in state.losses[-20:]]
     metrics = {
         "family": tok.family, "steps": state.step, "max_steps": cfg.max_steps,
@@ -539,11 +539,10 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
     }
     done = state.step >= cfg.max_steps
     if accelerator.is_main_process and done:
-        meta = {"format_version": 1, "family": tok.family, "chunk_size": tok.chunk_size, "action_dim": tok.action_dim,
+        meta = {"format_version": 1, "chunk_size": tok.chunk_size, "action_dim": tok.action_dim,
                 "state_dim": int(chunks.states.shape[1]), "state_key": cfg.state_key, "action_key": cfg.action_key,
-                "tokens_per_chunk": tok.tokens_per_chunk, "max_new_tokens": int(max_new), "temperature": 0.0,
-                "n_params": n_params, "base_model": cfg.model or "default-llama",
-                "heldout_episodes": split.heldout_episodes}
+                "decoding": plan.to_dict(), "temperature": 0.0, "n_params": n_params,
+                "base_model": cfg.model or "default-llama", "heldout_episodes": split.heldout_episodes}
         export_policy(folder, raw_model, base, tok, cfg, meta, metrics)
     elif accelerator.is_main_process:
         folder.write_json(METRICS_FILE, metrics)

@@ -1,0 +1,207 @@
+"""Constrained generation of action ids: one decoding plan, one ``generate`` call.
+
+The :class:`DecodingPlan` is everything the LM's decoding needs from the action tokenizer, built
+once (:meth:`DecodingPlan.from_tokenizer`), saved in ``policy_config.json`` and read back on load:
+
+* fixed-length tokenizers (binning, VQ): exactly ``tokens_per_chunk`` action ids and no end marker,
+  each position restricted to its ``position_ranges`` (VQ: a level's codebook) when given;
+* variable-length tokenizers with ``token_lengths`` (FAST without a pre-tokenizer): each id stands
+  for a known number of the chunk's ``units`` values, only ids that fit in what is left are
+  allowed and the end marker exactly when nothing is left, so every sequence decodes to exactly
+  ``units`` values: malformed output becomes impossible, not just counted;
+* other variable-length tokenizers: actions until the end marker (never before the first action
+  id) or ``max_new_tokens``; sequences cut at the bound are counted as truncated.
+
+Training-time evaluation (``training.train``) and ``TokenizedPolicy`` both call
+:func:`generate_action_ids` with the same plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from transformers import LogitsProcessor
+
+from training.sequences import Prompt, left_pad
+from training.vocab import ActionVocab
+
+if TYPE_CHECKING:
+    from action_tokenizers.base import ActionTokenizer
+    from training.model import PolicyModel
+
+__all__ = ["ActionOnlyLogits", "DecodingPlan", "Generated", "generate_action_ids"]
+
+
+@dataclass(frozen=True)
+class DecodingPlan:
+    """What constrained decoding allows at each step, in local action ids."""
+
+    tokens_per_chunk: int | None
+    """Fixed number of action ids per chunk, or None (variable length, ended by the end marker)."""
+    max_new_tokens: int
+    """Variable length without ``token_lengths``: the most action ids generated before the end is forced."""
+    units: int = 0
+    """Values per chunk (h * d) that ``token_lengths`` must add up to."""
+    token_lengths: tuple[int, ...] | None = None
+    """Per local id, how many of the ``units`` values it decodes to (-1: an id no well-formed sequence holds)."""
+    position_ranges: tuple[tuple[int, int], ...] | None = None
+    """Fixed length only: ``[start, stop)`` of the local ids allowed at each position."""
+
+    def __post_init__(self) -> None:
+        if self.tokens_per_chunk is not None and self.tokens_per_chunk < 1:
+            raise ValueError(f"tokens_per_chunk must be >= 1 or None, got {self.tokens_per_chunk}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.length_aware and self.units < 1:
+            raise ValueError(f"token_lengths need units >= 1 (values per chunk), got {self.units}")
+
+    @property
+    def fixed(self) -> bool:
+        return self.tokens_per_chunk is not None
+
+    @property
+    def length_aware(self) -> bool:
+        return not self.fixed and self.token_lengths is not None
+
+    @property
+    def uses_end_marker(self) -> bool:
+        """Variable-length sequences end with the end-of-action marker; fixed-length ones never emit it."""
+        return not self.fixed
+
+    @property
+    def n_new(self) -> int:
+        """Action ids generated at most (a length-aware sequence needs at most one id per value)."""
+        if self.fixed:
+            return int(self.tokens_per_chunk)
+        return self.units if self.length_aware else self.max_new_tokens
+
+    @classmethod
+    def from_tokenizer(cls, tok: "ActionTokenizer", max_new_tokens: int) -> "DecodingPlan":
+        """The plan for ``tok``'s layout; ``max_new_tokens`` bounds variable-length sequences."""
+        ranges = tok.position_id_ranges() if tok.tokens_per_chunk is not None else None
+        lengths = tok.token_lengths() if tok.tokens_per_chunk is None else None
+        return cls(
+            tokens_per_chunk=tok.tokens_per_chunk,
+            max_new_tokens=int(max_new_tokens),
+            units=int(tok.chunk_size * tok.action_dim),
+            token_lengths=None if lengths is None else tuple(int(n) for n in np.asarray(lengths)[: tok.vocab_size]),
+            position_ranges=None if ranges is None else tuple((int(a), int(b)) for a, b in ranges),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tokens_per_chunk": self.tokens_per_chunk, "max_new_tokens": self.max_new_tokens,
+                "units": self.units,
+                "token_lengths": None if self.token_lengths is None else list(self.token_lengths),
+                "position_ranges": None if self.position_ranges is None else [list(r) for r in self.position_ranges]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DecodingPlan":
+        try:
+            lengths, ranges = data.get("token_lengths"), data.get("position_ranges")
+            return cls(tokens_per_chunk=data["tokens_per_chunk"], max_new_tokens=int(data["max_new_tokens"]),
+                       units=int(data.get("units", 0)),
+                       token_lengths=None if lengths is None else tuple(int(n) for n in lengths),
+                       position_ranges=None if ranges is None else tuple((int(a), int(b)) for a, b in ranges))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"bad decoding plan {sorted(data)}: {e}") from e
+
+
+class ActionOnlyLogits(LogitsProcessor):
+    """Masks every logit the plan does not allow at the current step (see the module docstring).
+
+    Step ``k`` counts generated tokens: fixed length allows action ids (or the position's range)
+    for ``k < n_new``; variable length allows the end marker from ``k >= 1`` and only it at ``n_new``.
+    """
+
+    def __init__(self, vocab: ActionVocab, plan: DecodingPlan) -> None:
+        self.plan, self.n_new = plan, plan.n_new
+        lo, hi = vocab.action_range
+        self.lo, self.hi, self.eoa = lo, hi, vocab.eoa_id
+        self.position_lm_ids = None if plan.position_ranges is None else [
+            torch.as_tensor(vocab.to_lm(np.arange(a, b))) for a, b in plan.position_ranges]
+        self.lens: torch.Tensor | None = None  # (hi - lo + 1,) values per action id, in LM id order
+        if plan.length_aware:
+            local = vocab.to_local(np.arange(lo, hi + 1))
+            self.lens = torch.as_tensor(np.asarray(plan.token_lengths, dtype=np.int64)[local])
+        self.start: int | None = None
+        self.remaining: torch.Tensor | None = None  # (b,) values still to emit per row
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.start is None:
+            self.start = input_ids.shape[1]
+        k = input_ids.shape[1] - self.start
+        if self.lens is not None:
+            return self._length_aware(input_ids, scores, k)
+        keep = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
+        if k < self.n_new and self.position_lm_ids is not None and k < len(self.position_lm_ids):
+            keep[self.position_lm_ids[k].to(scores.device)] = True
+        elif k < self.n_new:
+            keep[self.lo: self.hi + 1] = True
+        if self.plan.uses_end_marker and k >= 1:
+            keep[self.eoa] = True
+        return scores.masked_fill(~keep, float("-inf"))
+
+    def _length_aware(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, k: int) -> torch.FloatTensor:
+        b, dev = scores.shape[0], scores.device
+        lens = self.lens.to(dev)
+        if self.remaining is None:
+            self.remaining = torch.full((b,), self.plan.units, dtype=torch.long, device=dev)
+        if k > 0:
+            last = input_ids[:, -1]
+            is_act = (last >= self.lo) & (last <= self.hi)
+            used = torch.where(is_act, lens[(last - self.lo).clamp(0, lens.numel() - 1)].clamp(min=0), 0)
+            self.remaining = self.remaining - used
+        fits = (lens[None, :] > 0) & (lens[None, :] <= self.remaining[:, None])  # (b, n_actions)
+        keep = torch.zeros_like(scores, dtype=torch.bool)
+        keep[:, self.lo: self.hi + 1] = fits
+        keep[:, self.eoa] = (self.remaining <= 0) | ~fits.any(1)  # a dead end ends (and is flagged by decode)
+        return scores.masked_fill(~keep, float("-inf"))
+
+
+@dataclass
+class Generated:
+    """Local action ids per sequence, and how many reached the length bound (end marker forced there)."""
+
+    ids: list[list[int]]
+    truncated: int
+
+
+@torch.no_grad()
+def generate_action_ids(model: "PolicyModel", vocab: ActionVocab, plan: DecodingPlan, prompts: list[Prompt],
+                        obs: dict[str, torch.Tensor], pad_id: int, temperature: float = 0.0) -> Generated:
+    """Constrained generation (greedy, or sampled at ``temperature``) for a batch of prompts."""
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    device = model.lm.get_input_embeddings().weight.device
+    ids, mask, starts = left_pad(prompts, pad_id)
+    emb = model.embed(ids.to(device), starts.to(device), {k: v.to(device) for k, v in obs.items()})
+    sample = temperature > 0
+    max_new = plan.n_new + (1 if plan.uses_end_marker else 0)
+    gen_cfg = GenerationConfig(
+        max_new_tokens=max_new, min_new_tokens=None, do_sample=sample,
+        temperature=temperature if sample else None, top_k=None, top_p=None,
+        eos_token_id=vocab.eoa_id if plan.uses_end_marker else None, pad_token_id=pad_id, use_cache=True,
+    )
+    out = model.lm.generate(inputs_embeds=emb, attention_mask=mask.to(device), generation_config=gen_cfg,
+                            logits_processor=LogitsProcessorList([ActionOnlyLogits(vocab, plan)]))
+    rows = out[:, -max_new:].cpu().numpy() if out.shape[1] > max_new else out.cpu().numpy()
+    seqs = _split_sequences(rows, vocab, plan.uses_end_marker)
+    truncated = 0 if plan.fixed or plan.length_aware else sum(len(s) >= plan.n_new for s in seqs)
+    return Generated(seqs, truncated)
+
+
+def _split_sequences(rows: np.ndarray, vocab: ActionVocab, ends_with_marker: bool) -> list[list[int]]:
+    """Cut each generated row at its end marker; any non-action id becomes -1 (flagged by decode)."""
+    seqs = []
+    for row in rows.tolist():
+        if ends_with_marker and vocab.eoa_id in row:
+            row = row[: row.index(vocab.eoa_id)]
+        arr = np.asarray(row, dtype=np.int64)
+        is_action = vocab.is_action(arr)
+        local = np.full(arr.shape, -1, dtype=np.int64)
+        local[is_action] = vocab.to_local(arr[is_action])
+        seqs.append(local.tolist())
+    return seqs
