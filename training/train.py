@@ -441,11 +441,22 @@ def _output_folder(cfg: TrainConfig):
     """--out opened under the output rule (lock held for the whole run) on the main process; None elsewhere."""
     from accelerate import PartialState
 
-    if not PartialState().is_main_process:
+    if not PartialState(cpu=_cpu_world()).is_main_process:
         yield None
         return
     with OutputFolder(cfg.out, "train", overwrite=cfg.overwrite) as folder:
         yield folder
+
+
+def _cpu_world() -> bool:
+    """Several processes (``accelerate launch`` / ``torchrun``) on a machine without CUDA: one
+    distributed run on the CPUs (gloo), not several independent single-process runs."""
+    import os
+
+    import torch
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    return world > 1 and not torch.cuda.is_available()
 
 
 def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainResult:
@@ -466,7 +477,7 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
     split = data_split(cfg, tok, chunks)
     cfg = dataclasses.replace(cfg, heldout_episodes=tuple(split.heldout_episodes))  # saved configs record it
     train_rows, held_rows = split.rows(chunks.episode_index)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=_cpu_world())
     resume_from = prepare_out_dir(cfg, accelerator.is_main_process, folder)
     accelerator.wait_for_everyone()
 
