@@ -16,9 +16,7 @@ A per-dimension ``mask`` leaves chosen dimensions untouched (e.g. a binary gripp
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -184,11 +182,3 @@ class Normalizer:
         elif norm.mode != "identity":
             raise ValueError(f"saved {norm.mode!r} normalizer has no fitted arrays (normalizer.center missing)")
         return norm
-
-
-def load_stats(dataset_root: str | Path) -> dict:
-    """Read ``meta/stats.json`` of a LeRobot dataset root."""
-    path = Path(dataset_root) / "meta" / "stats.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {dataset_root} a LeRobot v3 dataset root?")
-    return json.loads(path.read_text())

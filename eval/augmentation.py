@@ -11,16 +11,15 @@ regret floor). ``eval/theory/e4_augmentation.py`` shows the effect on the paper'
 Usage::
 
     from action_tokenizers import AutoActionTokenizer
-    from eval.augmentation import AugmentedExecutor, TransitionModel
+    from eval.augmentation import TransitionModel, augmented_rollout
 
     tok = AutoActionTokenizer.from_pretrained("runs/so101-binning/tokenizer")
     model = TransitionModel.from_dataset("runs/demos", tokenizer=tok)   # ridge regression
     model.save("runs/demos-model")
-    episode = AugmentedExecutor(model, max_steps=200).run(policy, env, task="push the puck", seed=0)
-    episode.episode_return, episode.max_deviation   # compare with mode="closed_loop"
+    result = augmented_rollout(policy, model, "metaworld", ["push-v3"], seeds=range(10))
+    [(e.episode_return, e.model_drift) for e in result.episodes]   # compare with eval.rollout.rollout
 
-In the simulated evaluation the same mode runs through the batched rollout loop
-(:func:`augmented_rollout`, each env wrapped in :class:`ModelStateEnv`)::
+The mode runs through the one batched rollout loop, each env wrapped in :class:`ModelStateEnv`::
 
     action-tokenizers eval --policy runs/lm-fast --tasks reach-v3 --execution augmented --dataset runs/demos --out runs/eval-aug
 
@@ -44,7 +43,7 @@ from eval.rollout import EnvPool, EpisodeRecord, RolloutResult, rollout
 if TYPE_CHECKING:
     from action_tokenizers.base import ActionTokenizer
 
-__all__ = ["AugmentedEpisode", "AugmentedEpisodeRecord", "AugmentedExecutor", "MODES", "ModelStateEnv", "TransitionModel", "augmented_rollout",
+__all__ = ["AugmentedEpisodeRecord", "MODES", "ModelStateEnv", "TransitionModel", "augmented_rollout",
            "check_model_fits", "load_or_fit_model", "mean_model_drift", "quantize_actions"]
 
 MODES = ("augmented", "closed_loop")
@@ -210,8 +209,8 @@ class ModelStateEnv:
     The real env executes every action and supplies rewards, ``info["success"]``, termination and
     frames; the observation handed back is the model-propagated state (the real initial state at
     reset). Why a wrapper: any loop that queries a policy on observations and executes its chunks
-    becomes the augmentation unchanged -- the batched closed-loop ``eval.rollout`` loop (with its
-    action clipping, fault records and videos) as well as :class:`AugmentedExecutor`.
+    becomes the augmentation unchanged: the batched ``eval.rollout`` loop, with its action
+    clipping, fault records and videos.
     ``info["real_state"]`` holds the real state; ``max_deviation[seed]`` the largest
     ``||aux - real||`` of each episode run since construction.
     """
@@ -264,106 +263,7 @@ def _flat_state(obs: Any) -> np.ndarray:
     return np.asarray(obs, dtype=np.float64).ravel()
 
 
-@dataclass
-class AugmentedEpisode:
-    """One episode run by :class:`AugmentedExecutor`."""
-
-    mode: str
-    seed: int
-    rewards: list[float] = field(default_factory=list)
-    success: bool = False
-    real_states: list[np.ndarray] = field(default_factory=list)
-    """Observations of the real env, from reset on (length steps + 1)."""
-    aux_states: list[np.ndarray] = field(default_factory=list)
-    """Auxiliary (model-propagated) states; equal to real_states in closed_loop mode."""
-    actions: list[np.ndarray] = field(default_factory=list)
-    policy_calls: int = 0
-
-    @property
-    def length(self) -> int:
-        return len(self.actions)
-
-    @property
-    def episode_return(self) -> float:
-        return float(np.sum(self.rewards))
-
-    @property
-    def max_deviation(self) -> float:
-        """Largest ||aux - real|| over the episode: how far the model drifted from the real system."""
-        if not self.real_states:
-            return 0.0
-        return float(np.max(np.linalg.norm(np.stack(self.aux_states) - np.stack(self.real_states), axis=1)))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"mode": self.mode, "seed": self.seed, "length": self.length, "return": self.episode_return,
-                "success": self.success, "max_deviation": self.max_deviation, "policy_calls": self.policy_calls}
-
-
-class AugmentedExecutor:
-    """Run a chunk policy in a gymnasium env, queried on model-propagated states (or, for comparison, real ones).
-
-    ``mode="augmented"``: the auxiliary state starts at the real initial observation; every
-    ``n_action_steps`` the policy is queried on it, and the chunk's first ``n_action_steps`` actions run
-    in the env open loop while the model propagates the auxiliary state with the same actions
-    (:class:`ModelStateEnv`). ``resync_every`` > 0 resets the auxiliary state to the real observation
-    every that many steps (0, the paper's scheme, never does). ``mode="closed_loop"`` queries the
-    real observation. One unbatched episode with every state kept, for studying a policy; the
-    simulated evaluation runs the same wrapper through the batched loop (:func:`augmented_rollout`).
-    """
-
-    def __init__(self, model: TransitionModel | None, mode: str = "augmented", n_action_steps: int | None = None,
-                 max_steps: int = 200, resync_every: int = 0,
-                 state_of: Callable[[Any], np.ndarray] | None = None) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if mode == "augmented" and model is None:
-            raise ValueError("augmented mode needs a TransitionModel")
-        if max_steps < 1 or resync_every < 0 or (n_action_steps is not None and n_action_steps < 1):
-            raise ValueError(f"need max_steps >= 1, resync_every >= 0, n_action_steps >= 1; got {max_steps}, "
-                             f"{resync_every}, {n_action_steps}")
-        self.model, self.mode, self.n_action_steps = model, mode, n_action_steps
-        self.max_steps, self.resync_every = int(max_steps), int(resync_every)
-        self.state_of = state_of or _flat_state
-
-    def _chunk(self, policy: Any, state: np.ndarray, task: str, n_steps: int) -> np.ndarray:
-        chunk = np.asarray(policy.predict_action_chunk({"observation.state": state[None], "task": [task]}), dtype=np.float64)
-        if chunk.ndim != 3 or chunk.shape[0] != 1 or chunk.shape[1] < n_steps:
-            raise ValueError(f"policy returned chunks of shape {chunk.shape}; expected (1, h >= {n_steps}, d)")
-        return chunk[0, :n_steps]
-
-    def _states(self, obs: Any, info: dict) -> tuple[np.ndarray, np.ndarray]:
-        """(real, auxiliary) state after a reset or step; the same array in closed loop."""
-        if self.mode == "augmented":
-            return info["real_state"], obs
-        state = self.state_of(obs)
-        return state, state
-
-    def run(self, policy: Any, env: Any, task: str = "", seed: int = 0) -> AugmentedEpisode:
-        """One episode from ``env.reset(seed=seed)``; stops at ``max_steps``, termination or truncation."""
-        n_steps = int(self.n_action_steps or getattr(policy, "chunk_size", 1))
-        if self.mode == "augmented":
-            env = ModelStateEnv(env, self.model, self.resync_every, self.state_of)
-        real, aux = self._states(*env.reset(seed=seed))
-        ep = AugmentedEpisode(mode=self.mode, seed=int(seed), real_states=[real], aux_states=[aux])
-        done = False
-        while ep.length < self.max_steps and not done:
-            plan = self._chunk(policy, aux, task, n_steps)  # aux is the real state in closed loop
-            ep.policy_calls += 1
-            for action in plan:
-                obs, reward, terminated, truncated, info = env.step(action)
-                real, aux = self._states(obs, info)
-                ep.actions.append(action)
-                ep.rewards.append(float(reward))
-                ep.real_states.append(real)
-                ep.aux_states.append(aux)
-                ep.success = ep.success or bool(info.get("success", False))
-                done = bool(terminated or truncated)
-                if done or ep.length >= self.max_steps:
-                    break
-        return ep
-
-
-# ---------------------------------------------------------------------- the simulated evaluation's executor
+# ---------------------------------------------------------------------- the executor: the batched rollout loop
 @dataclass
 class AugmentedEpisodeRecord(EpisodeRecord):
     """An :class:`eval.rollout.EpisodeRecord` of an augmented episode, with how far the model drifted."""

@@ -30,13 +30,13 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from action_tokenizers.io import atomic_directory, check_output, write_json
 from eval.augmentation import TransitionModel, augmented_rollout, check_model_fits, load_or_fit_model, mean_model_drift
 from eval.plots import policy_entries, write_plots
 from eval.policies import EXPERT, ExpertPolicy, Policy, load_policy, policy_name
-from eval.rollout import EnvPool, RolloutResult, check_compatible, rollout
+from eval.rollout import EnvPool, RolloutResult, check_dims, rollout
 
 __all__ = [
     "DEFAULT_TASKS",
@@ -95,6 +95,8 @@ class EvalConfig:
     """Augmented execution: a saved TransitionModel directory."""
     dataset: str | None = None
     """Augmented execution without --transition-model: demos to fit the model on (saved to OUT/transition_model)."""
+    paraphrased: bool = False
+    """Also roll the policy out, on the same seeds, with instructions it never saw in training (eval/paraphrases.py)."""
 
     def __post_init__(self) -> None:
         from eval import envs
@@ -116,6 +118,12 @@ class EvalConfig:
             raise ValueError(f"--video-episodes must be >= 0 and --video-size >= 16, got {self.video_episodes}, {self.video_size}")
         self.out = Path(self.out)
         _check_execution(self)
+        if self.paraphrased:
+            from eval.paraphrases import paraphrase_map
+
+            if self.execution != "closed_loop":
+                raise ValueError("--paraphrased is measured in closed loop only; drop it or use --execution closed_loop")
+            paraphrase_map(self.tasks)  # every task needs its paraphrases
 
     @property
     def seeds(self) -> list[int]:
@@ -144,17 +152,6 @@ class PolicyEvaluation:
     rollout: RolloutResult
 
 
-class _SpecEnv:
-    """Just the spaces of a task, from ``envs.env_spec``: enough to check a policy before any rollout."""
-
-    def __init__(self, spec: Any) -> None:
-        import gymnasium as gym
-        import numpy as np
-
-        self.action_space = gym.spaces.Box(np.array(spec.action_low), np.array(spec.action_high), dtype=np.float64)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(spec.obs_dim,), dtype=np.float64)
-
-
 def n_action_steps(policy: Policy, cfg: EvalConfig) -> int:
     """Actions run per chunk: ``cfg.n_action_steps`` (default the chunk size); the expert re-plans every step."""
     if isinstance(policy, ExpertPolicy):
@@ -167,7 +164,8 @@ def check_policy(policy: Policy, cfg: EvalConfig) -> None:
     from eval.envs import env_spec
 
     for task in cfg.tasks:
-        check_compatible(policy, _SpecEnv(env_spec(cfg.env, task)), n_action_steps(policy, cfg))
+        spec = env_spec(cfg.env, task)
+        check_dims(policy, spec.action_dim, spec.obs_dim, n_action_steps(policy, cfg))
 
 
 def warm_up(policy: Policy, cfg: EvalConfig) -> None:
@@ -187,7 +185,8 @@ def warm_up(policy: Policy, cfg: EvalConfig) -> None:
         policy.predict_action_chunk(batch)
 
 
-def _rollout(policy: Policy, cfg: EvalConfig, pool: EnvPool | None, model: TransitionModel | None) -> RolloutResult:
+def _rollout(policy: Policy, cfg: EvalConfig, pool: EnvPool | None, model: TransitionModel | None,
+             instructions: Callable[[str, int], str] | None = None) -> RolloutResult:
     """The executor: closed loop, or the augmentation when a transition model is given (same records, same seeds)."""
     warm_up(policy, cfg)
     render = cfg.video_episodes if cfg.video else 0
@@ -195,7 +194,7 @@ def _rollout(policy: Policy, cfg: EvalConfig, pool: EnvPool | None, model: Trans
                   render_episodes=render, progress=cfg.progress, pool=pool,
                   render_kwargs={"render_mode": "rgb_array", "width": cfg.video_size, "height": cfg.video_size})
     if model is None:
-        return rollout(policy, cfg.env, cfg.tasks, cfg.seeds, **kwargs)
+        return rollout(policy, cfg.env, cfg.tasks, cfg.seeds, instructions=instructions, **kwargs)
     return augmented_rollout(policy, model, cfg.env, cfg.tasks, cfg.seeds, **kwargs)
 
 
@@ -246,6 +245,41 @@ def evaluate_policy(
     return PolicyEvaluation(name, entry, result)
 
 
+def evaluate_paraphrased(policy: Policy, cfg: EvalConfig, expert: RolloutResult | None = None,
+                         pool: EnvPool | None = None) -> tuple[dict[str, Any], RolloutResult | None]:
+    """The same seeds with an unseen instruction per episode: the entry's ``paraphrased`` block and the rollouts.
+
+    Policies that cannot take a new sentence (a one-hot over training tasks) get
+    ``{"applicable": False, "reason": ...}`` and no rollouts.
+    """
+    from eval.envs import list_tasks, task_description
+    from eval.paraphrases import check_unseen, instruction_for, paraphrase_map, reads_free_text, unknown_word_share
+
+    if not reads_free_text(policy):
+        return {"applicable": False, "reason": "takes the task from a closed set, not as text"}, None
+    texts = paraphrase_map(cfg.tasks)
+    check_unseen(texts, [task_description(cfg.env, t) for t in list_tasks(cfg.env)])
+    result = _rollout(policy, cfg, pool, None, instructions=lambda task, j: instruction_for(task, j, texts))
+    full = policy_entry(policy, result, expert, n_action_steps(policy, cfg))
+    keep = ("success_rate", "success_ci", "malformed")
+    block = {"applicable": True, **{k: full[k] for k in keep},
+             "per_task": {t: {k: e[k] for k in keep} for t, e in full["per_task"].items()},
+             "instructions": {t: list(v) for t, v in texts.items()},
+             "unknown_word_share": unknown_word_share(getattr(policy, "lm_tokenizer", None), [p for v in texts.values() for p in v])}
+    return block, result
+
+
+def paraphrased_cell(entry: dict[str, Any]) -> str:
+    """Report cell for an entry's paraphrased success: 'x% [lo, hi]', 'n/a' or '-' (not measured)."""
+    p = entry.get("paraphrased")
+    if p is None:
+        return "-"
+    if not p.get("applicable"):
+        return "n/a"
+    lo, hi = p["success_ci"]
+    return f"{100 * p['success_rate']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     """Markdown tables: one row per policy overall, then success per task and policy."""
     policies = policy_entries(results)
@@ -264,6 +298,16 @@ def results_markdown(results: dict[str, Any]) -> str:
             f"| {name} | {e['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] | {e['mean_return']:.1f} | {num(e.get('regret'), '.1f')} "
             f"| {e['malformed']} | {num(lat, '.2f')} | {num(e.get('tokens_per_chunk'), '.1f')} | {num(e.get('control_hz'), '.0f')} |"
         )
+    measured = {name: e for name, e in policies.items() if "paraphrased" in e}
+    if measured:
+        lines += ["", "Instructions never seen in training (eval/paraphrases.py), same seeds:", "",
+                  "| policy | original instruction | paraphrased instruction | paraphrase tokens unknown to the LM |",
+                  "|---|---|---|---|"]
+        for name, e in measured.items():
+            lo, hi = e["success_ci"]
+            share = e["paraphrased"].get("unknown_word_share")
+            lines.append(f"| {name} | {100 * e['success_rate']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}] | {paraphrased_cell(e)} "
+                         f"| {'-' if share is None else f'{100 * share:.0f}%'} |")
     tasks = list(dict.fromkeys(t for e in policies.values() for t in e.get("per_task", {})))
     lines += ["", "Success rate per task (95% Wilson interval):", "", "| task | " + " | ".join(policies) + " |",
               "|---|" + "---|" * len(policies)]
@@ -340,7 +384,12 @@ def run_eval(cfg: EvalConfig, pool: EnvPool | None = None) -> dict[str, Any]:
     with contextlib.nullcontext(pool) if pool is not None else EnvPool() as pool:
         expert = evaluate_policy(policy if is_expert else ExpertPolicy(cfg.env), cfg, EXPERT, pool=pool)
         evaluations = [expert] if only_expert else [evaluate_policy(policy, cfg, name, expert.rollout, pool, model), expert]
-    results: dict[str, Any] = {ev.name: ev.entry for ev in evaluations}
+        if cfg.paraphrased and not only_expert:
+            block, paraphrased = evaluate_paraphrased(policy, cfg, expert.rollout, pool)
+            evaluations[0].entry["paraphrased"] = block
+            if paraphrased is not None:  # its episodes go to episodes.json beside the original ones
+                evaluations.append(PolicyEvaluation(f"{name}-paraphrased", {}, paraphrased))
+    results: dict[str, Any] = {ev.name: ev.entry for ev in evaluations if ev.entry}
     n_episodes = sum(len(ev.rollout.episodes) for ev in evaluations)
     results["meta"] = _meta(cfg, time.perf_counter() - start, n_episodes)
     if model is not None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EnvPool", "EpisodeRecord", "RolloutResult", "check_compatible", "rollout", "sanitize_action"]
+__all__ = ["EnvPool", "EpisodeRecord", "RolloutResult", "check_compatible", "check_dims", "rollout", "sanitize_action"]
 
 EnvFactory = Callable[..., Any]
 
@@ -90,7 +90,11 @@ def _env_dims(env: Any) -> tuple[int, int | None]:
 
 def check_compatible(policy: Any, env: Any, n_action_steps: int) -> None:
     """Reject a policy that cannot drive ``env`` before any rollout: action/state dims, chunk length."""
-    action_dim, state_dim = _env_dims(env)
+    check_dims(policy, *_env_dims(env), n_action_steps)
+
+
+def check_dims(policy: Any, action_dim: int, state_dim: int | None, n_action_steps: int) -> None:
+    """Reject a policy whose action/state dimension or chunk length does not fit an environment's."""
     if int(policy.action_dim) != action_dim:
         raise ValueError(
             f"policy action dimension {policy.action_dim} does not match the environment's {action_dim}: "

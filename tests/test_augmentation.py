@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from action_tokenizers.binning import BinningTokenizer
-from eval.augmentation import AugmentedExecutor, ModelStateEnv, TransitionModel, augmented_rollout, load_or_fit_model, quantize_actions
+from eval.augmentation import ModelStateEnv, TransitionModel, augmented_rollout, load_or_fit_model, quantize_actions
+from eval.rollout import rollout
 
 A = np.array([[0.9, 0.1], [0.0, 0.8]])
 B = np.array([[0.5], [1.0]])
@@ -83,28 +84,51 @@ def test_model_recovers_linear_dynamics_and_round_trips(tmp_path) -> None:
         TransitionModel.load(tmp_path / "missing")
 
 
+def _linear_envs(noise: float = 0.0, horizon: int = 30):
+    """An env factory for the rollout loop (any real task name: the loop asks the registry for its text)."""
+    return lambda env_name, task, seed=0, **kwargs: LinearEnv(noise=noise, horizon=horizon)
+
+
+LINEAR = dict(tasks=["reach-v3"], seeds=[3], n_envs=1)
+
+
 def test_exact_model_augmentation_equals_closed_loop() -> None:
-    env, model = LinearEnv(), _exact_model()
-    aug = AugmentedExecutor(model, n_action_steps=2, max_steps=20).run(ChunkPolicy(), env, task="stabilize", seed=3)
-    ref = AugmentedExecutor(None, mode="closed_loop", n_action_steps=2, max_steps=20).run(ChunkPolicy(), env, task="stabilize", seed=3)
-    assert aug.length == ref.length == 20 and aug.policy_calls == 10
-    np.testing.assert_allclose(np.stack(aug.real_states), np.stack(ref.real_states), atol=1e-9)
-    assert aug.max_deviation < 1e-9 and aug.episode_return == pytest.approx(ref.episode_return)
+    aug = augmented_rollout(ChunkPolicy(), _exact_model(), "metaworld", n_action_steps=2, max_steps=20,
+                            env_factory=_linear_envs(), **LINEAR).episodes[0]
+    policy = ChunkPolicy()
+    ref = rollout(policy, "metaworld", n_action_steps=2, max_steps=20, env_factory=_linear_envs(), **LINEAR).episodes[0]
+    assert aug.length == ref.length == 20 and len(policy.queries) == 10
+    np.testing.assert_allclose(aug.rewards, ref.rewards, atol=1e-9)  # the same real trajectory
+    assert aug.model_drift < 1e-9 and aug.episode_return == pytest.approx(ref.episode_return)
 
 
 def test_policy_is_queried_on_model_states_and_executes_open_loop() -> None:
-    env, model = LinearEnv(noise=0.05), _exact_model()
+    model = _exact_model()
     model.bias = np.array([0.02, -0.01])
     policy = ChunkPolicy()
-    ep = AugmentedExecutor(model, max_steps=30).run(policy, env, task="stabilize", seed=0)  # n_action_steps = chunk size 4
-    assert ep.policy_calls == len(policy.queries) == 8  # ceil(30 / 4)
-    aux = np.stack(ep.aux_states)
-    for j, q in enumerate(policy.queries):
-        np.testing.assert_allclose(q[0], aux[4 * j])  # queried on the auxiliary state, never the real one
-    assert ep.max_deviation > 0.01
-    np.testing.assert_allclose(ep.aux_states[0], ep.real_states[0])  # both start at the real initial state
-    resynced = AugmentedExecutor(model, max_steps=30, resync_every=4).run(ChunkPolicy(), env, task="stabilize", seed=0)
-    assert resynced.max_deviation < ep.max_deviation
+    ep = augmented_rollout(policy, model, "metaworld", max_steps=30, env_factory=_linear_envs(noise=0.05),
+                           **LINEAR).episodes[0]  # n_action_steps = chunk size 4
+    assert len(policy.queries) == 8  # ceil(30 / 4)
+    start, _ = LinearEnv().reset(seed=3)
+    np.testing.assert_allclose(policy.queries[0][0], start)  # both start at the real initial state
+    aux = start
+    for j, q in enumerate(policy.queries[:-1]):  # the next query is the model's propagation of this one's chunk
+        chunk = ChunkPolicy().predict_action_chunk({"observation.state": q, "task": ["t"]})[0]
+        aux = model.rollout(q, chunk[None])[0, -1]
+        np.testing.assert_allclose(policy.queries[j + 1][0], aux, atol=1e-9)
+    assert ep.model_drift > 0.01
+
+
+def test_resync_resets_the_model_state_to_the_real_one() -> None:
+    model = _exact_model()
+    model.bias = np.array([0.05, 0.0])
+    drifting, resynced = ModelStateEnv(LinearEnv(), model), ModelStateEnv(LinearEnv(), model, resync_every=2)
+    for env in (drifting, resynced):
+        env.reset(seed=0)
+        for _ in range(2):
+            aux, _, _, _, info = env.step(np.array([0.1]))
+    np.testing.assert_allclose(aux, info["real_state"])  # resynced on step 2
+    assert resynced.max_deviation[0] < drifting.max_deviation[0]
 
 
 def test_quantize_actions_decodes_tokens_chunk_by_chunk() -> None:
@@ -125,13 +149,6 @@ def test_model_from_the_shared_dataset_with_a_tokenizer(so101_root) -> None:
     model = TransitionModel.from_dataset(so101_root, tokenizer=tok)
     assert model.state_dim == 6 and model.action_dim == 6
     assert model.metrics["rmse"] < model.metrics["rmse_hold_state"]  # better than predicting no motion
-
-
-def test_executor_rejects_bad_settings() -> None:
-    with pytest.raises(ValueError, match="mode must be one of"):
-        AugmentedExecutor(_exact_model(), mode="open")
-    with pytest.raises(ValueError, match="needs a TransitionModel"):
-        AugmentedExecutor(None)
 
 
 def test_model_state_env_hands_out_the_model_state_and_steps_the_real_env() -> None:

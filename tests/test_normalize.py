@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from action_tokenizers.normalize import MODES, Normalizer, load_stats
+from action_tokenizers.normalize import MODES, Normalizer
 
 
 @settings(max_examples=50, deadline=None)
@@ -39,7 +39,7 @@ def test_quantile_maps_q01_q99_to_unit_interval():
 
 
 def test_from_stats_matches_dataset(so101_root):
-    stats = load_stats(so101_root)
+    stats = json.loads((so101_root / "meta" / "stats.json").read_text())  # LeRobot's meta/stats.json
     norm = Normalizer("quantile").from_stats(stats, "action")
     q01, q99 = np.asarray(stats["action"]["q01"]), np.asarray(stats["action"]["q99"])
     np.testing.assert_allclose(norm.normalize(q01), -1.0, atol=1e-9)
