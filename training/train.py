@@ -239,15 +239,7 @@ def build_base(cfg: TrainConfig, tasks: list[str], n_actions: int) -> "BaseLM":
 
     if cfg.model is None:
         return build_default(sorted(set(tasks)), n_actions, cfg.lm_spec(), seed=cfg.seed)
-    reserved = _prompt_ids_of(cfg.model, tasks) if cfg.vocab_strategy == "tail" else ()
-    return load_pretrained(cfg.model, n_actions, cfg.vocab_strategy, cfg.vocab_skip, reserved_ids=reserved)
-
-
-def _prompt_ids_of(model: str, tasks: list[str]) -> set[int]:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model)
-    return {i for t in set(tasks) for i in tok(t)["input_ids"]}
+    return load_pretrained(cfg.model, n_actions, cfg.vocab_strategy, cfg.vocab_skip, reserved_texts=tasks)
 
 
 def make_examples(base: "BaseLM", tok: "ActionTokenizer", chunks: "ChunkSet", n_obs_tokens: int) -> "Examples":
