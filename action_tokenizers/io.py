@@ -79,7 +79,8 @@ class OutputFolder:
     # -- opening and closing
     def open(self) -> "OutputFolder":
         _refuse_file(self.path)
-        self._check_contents()  # before anything is created in a user's folder
+        if not (self.path / JOURNAL).is_file():  # (with a journal: our interrupted save, finished below)
+            self._check_contents()  # before anything is created in a user's folder
         self._created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
