@@ -95,7 +95,7 @@ class TokenizedPolicy:
         states, tasks = self._check_batch(batch)
         temp = self.temperature if temperature is None else float(temperature)
         if not (math.isfinite(temp) and temp >= 0):
-            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temp}")
+            raise ValueError(f"temperature must be >= 0 and finite (0 = greedy), got {temp}")
         gen = generate_action_ids(self.model, self.vocab, self.plan, self.prompts(tasks), {self.state_key: states},
                                   self.lm_tokenizer.pad_token_id, temp)
         report = self.action_tokenizer.decode_with_report(gen.ids)
