@@ -7,7 +7,7 @@ and malformed sequences are flagged per row, never silently zeroed.
     from training import TokenizedPolicy
     policy = TokenizedPolicy.from_pretrained("runs/train-binning")
     chunks = policy.predict_action_chunk({"observation.state": states, "task": ["push the puck"] * len(states)})
-    policy.last_stats  # {"malformed": 0, "malformed_per_row": [0, ...], "latency_s": ..., ...}
+    policy.last_stats  # {"malformed": 0, "malformed_per_row": [0, ...], "action_ids": [[...], ...], "latency_s": ..., ...}
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ class TokenizedPolicy:
         self.last_stats = {
             "malformed": report.n_malformed,
             "malformed_per_row": report.malformed.astype(int).tolist(),
+            "action_ids": gen.ids,  # local ids per row, e.g. for token agreement in open-loop evaluation
             "latency_s": time.perf_counter() - t0,
             "batch_size": len(tasks),
             "tokens_per_chunk": float(np.mean([len(s) for s in gen.ids])),
