@@ -65,6 +65,10 @@ class TokenizerMetrics:
     encode_chunks_per_s: float
     decode_chunks_per_s: float
     fit_seconds: float | None = None
+    clipped_values: int = 0
+    """Action values outside the normalizer's fitted range, clipped before tokenizing (counted, not hidden)."""
+    clipped_chunks: int = 0
+    """Chunks holding at least one clipped value."""
     deletion: CorruptionResult | None = None
     substitution: CorruptionResult | None = None
     extra: dict = field(default_factory=dict)
@@ -128,6 +132,7 @@ def tokenizer_metrics(tok: ActionTokenizer, chunks: np.ndarray, name: str | None
     if x.ndim != 3 or x.shape[0] == 0:
         raise ValueError(f"metrics need a non-empty (n, h, d) array of chunks, got shape {x.shape}")
     ids, t_enc = _timed(tok.encode, x)
+    clipping = tok.last_encode_stats
     report, t_dec = _timed(tok.decode_with_report, ids)
     y = report.actions
     x_norm, y_norm = tok.normalizer.normalize(x), tok.normalizer.normalize(y)
@@ -168,6 +173,8 @@ def tokenizer_metrics(tok: ActionTokenizer, chunks: np.ndarray, name: str | None
         encode_chunks_per_s=n / max(t_enc, 1e-9),
         decode_chunks_per_s=n / max(t_dec, 1e-9),
         fit_seconds=fit_seconds,
+        clipped_values=clipping.clipped_values if clipping else 0,
+        clipped_chunks=clipping.clipped_chunks if clipping else 0,
         deletion=corruption(tok, ids, x_norm, "delete", rng),
         substitution=corruption(tok, ids, x_norm, "substitute", rng),
     )

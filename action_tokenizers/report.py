@@ -66,6 +66,7 @@ HEADLINE = [
     ("max err (raw)", lambda m: f"{m.max_err_raw:.4g}"),
     ("eps max/mean (norm)", lambda m: f"{m.eps_max:.3g} / {m.eps_mean:.3g}"),
     ("round-trip", lambda m: f"{100 * m.roundtrip_rate:.1f}%"),
+    ("clipped values (chunks)", lambda m: f"{m.clipped_values:,} ({m.clipped_chunks:,})"),
     ("unusable after 1 deletion", lambda m: f"{100 * m.deletion.unusable_rate:.0f}%" if m.deletion else "-"),
     ("vocab used", lambda m: f"{100 * m.vocab_used:.0f}%"),
     ("encode chunks/s", lambda m: f"{m.encode_chunks_per_s:,.0f}"),
