@@ -33,7 +33,10 @@ Speed: decode never calls the BPE library with the default pre-tokenization (eac
 coefficients sit in one table: a gather, :func:`_run_indices`, and one inverse DCT over the batch,
 run by the base class in cache-sized blocks). Encode is one ``encode_batch_fast`` call; the
 project does not write its own BPE. Batching is what this class is built for; figures per batch
-size are in docs/benchmarks.md. ``encode_batch_fast`` uses threads unless
+size are in docs/benchmarks.md. One sequence (a robot's batch of one: ``decode_with_report([ids])``
+with a list of Python ints) takes a short path instead (:meth:`FASTTokenizer._decode_one`): the
+per-call costs of the batch machinery (validation passes, blocks, repair bookkeeping) would
+otherwise dominate a single chunk. ``encode_batch_fast`` uses threads unless
 ``TOKENIZERS_PARALLELISM`` is false; this class leaves that switch to the user: forcing it on
 would mark parallelism as "configured", which turns off the library's own guard (after a fork it
 disables parallelism in the child instead of deadlocking, e.g. in DataLoader workers).
@@ -50,7 +53,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from action_tokenizers.base import CONFIG_FILE, ActionTokenizer, TokenBatch, TokenizerConfig, segment_sums
+from action_tokenizers.base import CONFIG_FILE, ActionTokenizer, Decoded, TokenBatch, TokenizerConfig, segment_sums
 from action_tokenizers.fast_repair import coefficient_model, repair_coefficients, repair_reason
 
 PRETOKENIZERS = ("none", "byte_level")
@@ -109,6 +112,7 @@ class FASTTokenizer(ActionTokenizer):
         # per-coefficient statistics of the fit data (own fits): fill gaps and place surviving tokens
         self.coef_mean: np.ndarray | None = None  # (h * d,) mean quantized coefficient
         self.coef_std: np.ndarray | None = None  # (h * d,) its standard deviation
+        self._one: _OneChunkTables | None = None  # the single-sequence decode's tables, built on first use
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -214,6 +218,52 @@ class FASTTokenizer(ActionTokenizer):
         return [e.ids for e in self.bpe.encode_batch_fast(strings, add_special_tokens=True)]
 
     # ------------------------------------------------------------------ decode
+    def decode_with_report(self, tokens: Any) -> Decoded:
+        """As the base class; one well-formed sequence of Python ints takes :meth:`_decode_one`."""
+        if type(tokens) is list and len(tokens) == 1 and type(tokens[0]) is list and self._values_flat is not None:
+            x = self._decode_one(tokens[0])
+            if x is not None:
+                return Decoded(x, np.zeros(1, dtype=bool), [""])
+        return super().decode_with_report(tokens)
+
+    def _decode_one(self, seq: list) -> np.ndarray | None:
+        """One id list -> its raw chunk (1, h, d), or None when the batch path must handle it.
+
+        The batch path's steps for a well-formed sequence, with per-call costs removed: the ids'
+        coefficients from a per-id list (no validation arrays, no blocks), the same inverse DCT,
+        the clip-into-the-box projection only when a bounded value leaves [-1, 1], no finiteness
+        pass (table values are finite integers). Anything else (an id out of range, a non-int, a
+        malformed sequence) returns None: the batch path then decodes, repairs and flags it.
+        """
+        one = self._one or self._build_one()
+        values: list[float] = []
+        n_ids = len(one.values)
+        for i in seq:
+            if type(i) is not int or not 0 <= i < n_ids:
+                return None
+            part = one.values[i]
+            if part is None:  # an id no well-formed sequence holds
+                return None
+            values += part
+        if len(values) != one.size:
+            return None
+        q = np.array(values).reshape(1, one.size)
+        x = self.from_coefficients(q)  # (1, h, d) normalized: the batch path's transform, so the same bits
+        norm = self.normalizer
+        if norm.clips and not self.published:
+            inside = x if norm.mask is None else x[:, :, norm.mask]
+            if np.abs(inside).max() > 1.0:  # the batch path's projection, on this one chunk
+                x = self._clip_bounded(x, q)
+        return norm.unnormalize(x, inplace=True)
+
+    def _build_one(self) -> "_OneChunkTables":
+        v = self._bpe_size
+        ok = (self._tok_len[:v] > 0) & (self._tok_dropped[:v] == 0)
+        values = [self._values_flat[a:a + n].tolist() if good else None
+                  for a, n, good in zip(self._tok_start[:v].tolist(), self._tok_len[:v].tolist(), ok.tolist())]
+        self._one = _OneChunkTables(values, self.n_coefficients)
+        return self._one
+
     def _decode(self, batch: TokenBatch) -> tuple[np.ndarray, np.ndarray, list[str]]:
         n, size = len(batch), self.n_coefficients
         ids, v = batch.flat, self._bpe_size
@@ -371,6 +421,16 @@ class FASTTokenizer(ActionTokenizer):
         return load_published(directory, chunk_size, action_dim)
 
 # ---------------------------------------------------------------------- helpers
+@dataclass(frozen=True)
+class _OneChunkTables:
+    """What :meth:`FASTTokenizer._decode_one` reads: fixed once the BPE model and the fit are."""
+
+    values: list[list[float] | None]
+    """Per id: its coefficients (None for ids holding characters outside the alphabet)."""
+    size: int
+    """Coefficients per chunk (h * d)."""
+
+
 def _new_bpe(pretokenizer: str):
     """An untrained BPE: one word per chunk (none) or the published ByteLevelBPETokenizer set-up."""
     from tokenizers import ByteLevelBPETokenizer, Tokenizer
