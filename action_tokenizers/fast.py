@@ -195,6 +195,7 @@ class FASTTokenizer(ActionTokenizer):
         self.bpe = bpe
         self._bpe_size = int(bpe.get_vocab_size())  # the call costs ~0.15 ms (it builds the vocabulary map)
         self._values_flat = self._tok_start = self._tok_len = self._tok_dropped = None
+        self._one = None
         if self.config.pretokenizer == "none":
             chars, self._tok_start, self._tok_len, self._tok_dropped = _char_table(bpe, self.max_char)
             self._values_flat = (chars + self.min_token).astype(np.float64)
