@@ -97,6 +97,17 @@ def test_held_out_from_a_policy_that_recorded_none_suggests_episodes(so101_root:
     assert not (tmp_path / "out").exists()
 
 
+def test_regression_baseline_of_another_chunk_size_is_refused(so101_root: Path, tmp_path: Path) -> None:
+    policy = _stub_policy(tmp_path / "policy")
+    reg = tmp_path / "regression"
+    reg.mkdir()
+    (reg / "regression_config.json").write_text(json.dumps(
+        {"policy_type": "regression", "state_dim": 6, "action_dim": 6, "chunk_size": 5, "training": {}}))
+    with pytest.raises(ValueError, match=rf"regression baseline {reg} predicts chunks of 5 steps, policy {policy} of 10"):
+        run_open_loop(OpenLoopConfig(policy=str(policy), dataset=str(so101_root), regression=str(reg),
+                                     out=tmp_path / "out", progress=False))
+
+
 def _record(path: Path, chunk_size: int, heldout: list[int] | None = None) -> PolicyRecord:
     return PolicyRecord(path=path, action_key="action", state_key="observation.state", action_dim=6, state_dim=6,
                         chunk_size=chunk_size, heldout_episodes=heldout, train_dataset=None)
@@ -120,16 +131,22 @@ def trained(so101_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from test_training import TINY, fit_tokenizer
     from training.train import TrainConfig, run_train
 
+    from training.regression import RegressionConfig, run_train_regression
+
     root = tmp_path_factory.mktemp("open_loop")
     tok = fit_tokenizer("binning", so101_root, root / "tok")
     run_train(TrainConfig(dataset=so101_root, tokenizer=tok, out=root / "policy", max_steps=4, **TINY))
+    run_train_regression(RegressionConfig(dataset=str(so101_root), out=root / "regression", chunk_size=10, hidden=16,
+                                          layers=1, steps=5, progress=False))
     return root / "policy"
 
 
 @pytest.fixture(scope="module")
 def evaluated(trained: Path, so101_root: Path) -> tuple[dict, Path]:
     out = trained.parent / "eval"
-    return run_open_loop(OpenLoopConfig(policy=str(trained), dataset=str(so101_root), out=out, progress=False)), out
+    cfg = OpenLoopConfig(policy=str(trained), dataset=str(so101_root), regression=str(trained.parent / "regression"),
+                         out=out, progress=False)
+    return run_open_loop(cfg), out
 
 
 def _numbers(x) -> list[float]:
@@ -146,8 +163,8 @@ def test_open_loop_on_the_held_out_episode(evaluated: tuple[dict, Path], trained
     held = json.loads((trained / "policy_config.json").read_text())["heldout_episodes"]
     assert len(held) == 1 and results["meta"]["episodes"] == held and results["meta"]["skipped_episodes"] == []
     entry = results[trained.name]["open_loop"]
-    tok_only, const = entry["tokenizer_only"], results["constant"]["open_loop"]
-    for row in (entry, tok_only, const):
+    tok_only, const, reg = entry["tokenizer_only"], results["constant"]["open_loop"], results["regression"]["open_loop"]
+    for row in (entry, tok_only, const, reg):
         assert all(np.isfinite(_numbers(row))), row
         assert set(row["per_dim"]) == {"shoulder_pan.pos", "shoulder_lift.pos", "elbow_flex.pos", "wrist_flex.pos",
                                        "wrist_roll.pos", "gripper.pos"}
@@ -174,7 +191,8 @@ def test_open_loop_on_the_held_out_episode(evaluated: tuple[dict, Path], trained
         assert (out / name).is_file(), name
     assert json.loads((out / "results.json").read_text())[trained.name]["open_loop"]["mae"] == pytest.approx(entry["mae"])
     md = (out / "results.md").read_text()
-    assert f"| {trained.name} (tokenizer only) |" in md and "| constant |" in md and "gripper.pos" in md
+    assert f"| {trained.name} (tokenizer only) |" in md and "| constant |" in md and "| regression |" in md
+    assert "gripper.pos" in md and reg["malformed"] == 0 and reg["n_chunks"] == entry["n_chunks"]
 
 
 @pytest.mark.slow
