@@ -94,7 +94,9 @@ class EvalConfig:
     transition_model: str | None = None
     """Augmented execution: a saved TransitionModel directory."""
     dataset: str | None = None
-    """Augmented execution without --transition-model: demos to fit the model on (saved to OUT/transition_model)."""
+    """Augmented execution without --transition-model: demos to fit the model on (saved to OUT/transition_model).
+    Without --execution, ``eval --dataset D`` evaluates open loop on D's episodes instead (eval/open_loop.py;
+    ``eval --dataset D --help`` lists its options)."""
     paraphrased: bool = False
     """Also roll the policy out, on the same seeds, with instructions it never saw in training (eval/paraphrases.py)."""
 
