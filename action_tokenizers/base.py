@@ -142,6 +142,8 @@ class ActionTokenizer(ABC):
         self.last_encode_stats: EncodeStats | None = None
         """Clipping counts of the latest :meth:`encode` call."""
         self.heldout_episodes: list[int] | None = None
+        self.source: dict[str, Any] = {}
+        """Where the fit data came from (``{"dataset": ..., "action_key": ...}``); saved, read by the model card."""
         """Episodes (dataset ``episode_index``) kept out of the fit; saved so every stage can check its split."""
         self._normalizer_from_stats = False
 
@@ -381,6 +383,7 @@ class ActionTokenizer(ABC):
             "state": self._fit_state(),
             "metrics": self.metrics,
             **({"heldout_episodes": self.heldout_episodes} if self.heldout_episodes is not None else {}),
+            **({"source": self.source} if self.source else {}),
         }
 
     @classmethod
@@ -414,6 +417,7 @@ class ActionTokenizer(ABC):
         tok.chunk_size, tok.action_dim = int(saved["chunk_size"]), int(saved["action_dim"])
         tok.metrics = saved.get("metrics", {})
         tok.heldout_episodes = saved.get("heldout_episodes")
+        tok.source = saved.get("source") if isinstance(saved.get("source"), dict) else {}
         tok._load_fit_state(saved.get("state", {}))
         tok._load_tensors(tensors)
         tok._load_files(directory)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from action_tokenizers.auto import AutoActionTokenizer
+from action_tokenizers.auto import load_tokenizer
 from action_tokenizers.base import ActionTokenizer, TokenizerConfig
 from action_tokenizers.io import atomic_directory, check_output, write_json
 from action_tokenizers.registry import FAMILIES, tokenizer_class
@@ -62,12 +62,12 @@ class _FitOptions(DataArgs):
     """Replace an earlier fit's files in --out (other files there are kept)."""
     progress: bool = True
     """Show progress bars."""
+    push_to_hub: str | None = None
+    """After fitting, upload OUT/tokenizer (with its model card) to this Hub repo id."""
 
     def __post_init__(self) -> None:
         if self.tokenizer not in FAMILIES:
             raise ValueError(f"--tokenizer must be one of {sorted(FAMILIES)}, got {self.tokenizer!r}")
-        if not self.dataset:
-            raise ValueError("--dataset is required (a LeRobot v3 dataset root or Hub repo id)")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
 
@@ -117,7 +117,10 @@ def split_chunks(args: DataArgs) -> SplitChunks:
     """
     from action_tokenizers.data import load_chunks
 
-    cs = load_chunks(args.dataset, chunk_size=args.chunk_size, stride=args.stride, action_key=args.action_key, pad="drop")
+    from action_tokenizers.hub import resolve_dataset
+
+    root = resolve_dataset(args.dataset)  # a local root as is; a Hub id as a snapshot of meta/ and data/
+    cs = load_chunks(root, chunk_size=args.chunk_size, stride=args.stride, action_key=args.action_key, pad="drop")
     split = episode_split(cs.episode_index, args.eval_fraction, args.seed, args.heldout_episodes)
     train, test = split.rows(cs.episode_index)
     if not len(test):
@@ -144,9 +147,12 @@ def run_fit(cfg: FitConfig) -> Path:
     from action_tokenizers.report import default_sweep, write_report
 
     check_output(cfg.out, "fit", cfg.overwrite)  # refuse now, not after the fit
+    if not cfg.dataset:
+        raise ValueError("--dataset is required (a LeRobot v3 dataset root or Hub repo id)")
     data = split_chunks(cfg)
     tok = build_tokenizer(cfg.tokenizer, cfg.family_config())
     tok.heldout_episodes = data.split.heldout_episodes
+    tok.source = {"dataset": cfg.dataset, "action_key": cfg.action_key}  # the model card's datasets
     seconds = fit_tokenizer(tok, data.train, data.stats if cfg.normalizer_from_stats else None, cfg.action_key)
     with atomic_directory(cfg.out, kind="fit", overwrite=cfg.overwrite) as tmp:
         report = write_report(tmp / "report", [(cfg.tokenizer, tok)], data.test, train=data.train,
@@ -160,6 +166,10 @@ def run_fit(cfg: FitConfig) -> Path:
                                              "heldout_episodes": data.split.heldout_episodes})
     print(report.table())
     print(f"\ntokenizer: {cfg.out / 'tokenizer'}\nreport:    {cfg.out / 'report' / 'report.md'}")
+    if cfg.push_to_hub:
+        from action_tokenizers.hub import push_directory
+
+        print(f"pushed to {cfg.push_to_hub}: {push_directory(cfg.out / 'tokenizer', cfg.push_to_hub)}")
     return cfg.out
 
 
@@ -169,10 +179,9 @@ def _jsonable(d: dict) -> dict:
 
 def resolve_tokenizer_dir(path: str) -> str:
     """Accept a fit output directory (with a tokenizer/ subfolder) where a tokenizer directory is expected."""
-    p = Path(path)
-    if p.is_dir() and not (p / "config.json").exists() and (p / "tokenizer" / "config.json").exists():
-        return str(p / "tokenizer")
-    return path
+    from action_tokenizers.auto import resolve_tokenizer_path
+
+    return str(resolve_tokenizer_path(path))
 
 
 def run_inspect(cfg: InspectConfig) -> Path:
@@ -181,7 +190,7 @@ def run_inspect(cfg: InspectConfig) -> Path:
 
     if not cfg.tokenizer:
         raise ValueError("--tokenizer is required (a saved tokenizer directory or Hub repo id)")
-    tok = AutoActionTokenizer.from_pretrained(resolve_tokenizer_dir(cfg.tokenizer))
+    tok = load_tokenizer(cfg.tokenizer)  # a tokenizer directory, a fit --out folder or a Hub id
     args = dataclasses.replace(cfg, chunk_size=tok.chunk_size, eval_fraction=0.0, heldout_episodes=None)
     data = split_chunks(args)
     out = cfg.out or (Path(cfg.tokenizer).parent / "report-inspect" if Path(cfg.tokenizer).is_dir() else Path("report"))

@@ -35,6 +35,12 @@ ROUTES = [  # (method, path regex, handler name); first match wins
     ("GET", rf"/api/models/{REPO}", "_info"),
     ("HEAD", rf"/{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "_resolve"),
     ("GET", rf"/{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "_resolve"),
+    # dataset repos (read side: snapshot_download(repo_type="dataset")); one namespace with models here
+    ("GET", rf"/api/datasets/{REPO}/tree/(?P<rev>[^/]+)", "_tree"),
+    ("GET", rf"/api/datasets/{REPO}/revision/(?P<rev>[^/]+)", "_info"),
+    ("GET", rf"/api/datasets/{REPO}", "_info"),
+    ("HEAD", rf"/datasets/{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "_resolve"),
+    ("GET", rf"/datasets/{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "_resolve"),
 ]
 
 

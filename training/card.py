@@ -1,4 +1,9 @@
-"""The README model card written into every trained policy directory."""
+"""The README model card written into every trained policy directory.
+
+Front matter through huggingface_hub's ``ModelCardData`` (``action_tokenizers.card.card_metadata``):
+license, library_name, ``pipeline_tag: robotics``, tags, the training dataset and the base LM where
+they are Hub ids; the body carries the measured figures.
+"""
 
 from __future__ import annotations
 
@@ -40,9 +45,12 @@ def policy_card(tok: "ActionTokenizer", vocab: "ActionVocab", cfg: "TrainConfig"
                  ("training time (s)", metrics["train_seconds"]), ("final train loss", metrics["train_loss"])]
     rows = "\n".join(f"| {a} | {_fmt(b)} |" for a, b in measured)
     config = "\n".join(f"| `{k}` | `{v}` |" for k, v in cfg.to_dict().items() if k not in ("dataset", "tokenizer", "out"))
+    from action_tokenizers.card import card_metadata
+
+    header = card_metadata(["robotics", "vla", "action-tokenizer", tok.family, "tokenized-action-policy"],
+                           [cfg.dataset], base_model=cfg.model)
     return f"""---
-library_name: action-tokenizers
-tags: [robotics, vla, action-tokenizer, {tok.family}]
+{header}
 ---
 
 # Tokenized-action policy ({tok.family})

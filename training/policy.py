@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from action_tokenizers.io import read_json, recover, verify_checksums
+from action_tokenizers.io import read_json, verify_checksums
 from training.generation import DecodingPlan, generate_action_ids
 from training.sequences import Prompt, build_prompt
 from training.vocab import ActionVocab
@@ -55,17 +55,20 @@ class TokenizedPolicy:
             DecodingPlan.from_tokenizer(action_tokenizer, int(meta["max_new_tokens"]))
         self.last_stats: dict[str, Any] = {}
         self._task_ids: dict[str, list[int]] = {}
+        self.directory: Path | None = None
+        """The folder (or Hub snapshot) it was loaded from; what ``push_to_hub`` uploads."""
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None) -> "TokenizedPolicy":
-        """Load model, LM tokenizer, action tokenizer, vocabulary and observation encoder from ``directory``."""
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None,
+                        revision: str | None = None) -> "TokenizedPolicy":
+        """Load model, LM tokenizer, action tokenizer, vocabulary and observation encoder from a
+        ``train --out`` folder or a Hub repo id (``revision``: branch, tag or commit; data files only)."""
         from action_tokenizers.auto import AutoActionTokenizer
+        from training.hub import resolve_policy
         from training.model import LM_DIR, PolicyModel, load_lm
         from training.observation import load_encoder
 
-        directory = Path(directory)
-        if directory.is_dir():
-            recover(directory)  # finish a save that a kill interrupted
+        directory = resolve_policy(directory, revision=revision)  # a local folder as is (recovered)
         if not (directory / POLICY_FILE).is_file():
             hint = " (training has not finished: rerun with --resume)" if (directory / "checkpoints").is_dir() else ""
             raise FileNotFoundError(f"{directory / POLICY_FILE} is missing: not a trained policy directory{hint}")
@@ -78,7 +81,18 @@ class TokenizedPolicy:
         tok = AutoActionTokenizer.from_pretrained(directory / ACTION_TOKENIZER_DIR)
         vocab = ActionVocab.load(directory)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(model, lm_tok, tok, vocab, meta, device)
+        policy = cls(model, lm_tok, tok, vocab, meta, device)
+        policy.directory = directory
+        return policy
+
+    def push_to_hub(self, repo_id: str, private: bool = False, token: str | None = None) -> str:
+        """Upload the folder this policy was loaded from (without resumable checkpoints); returns the commit URL."""
+        from training.hub import push_policy
+
+        if self.directory is None:
+            raise ValueError("this policy was not loaded from a folder: push the `train --out` folder it came from "
+                             "(TokenizedPolicy.from_pretrained(out).push_to_hub(...) or training.hub.push_policy)")
+        return push_policy(self.directory, repo_id, private=private, token=token)
 
     def prompts(self, tasks: list[str]) -> list[Prompt]:
         """Prompt per task string (tokenized once, then cached)."""

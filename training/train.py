@@ -44,18 +44,18 @@ PAD_MODES = ("drop", "last")
 PRECISIONS = ("no", "bf16", "fp16")
 # Fields that may change between a run and its --resume (they do not change what is trained).
 RESUMABLE_FIELDS = ("out", "resume", "overwrite", "max_steps", "stop_after", "checkpoint_every", "eval_every",
-                    "eval_chunks", "progress", "threads")
+                    "eval_chunks", "progress", "threads", "push_to_hub")
 
 
 @dataclass
 class TrainConfig:
     """Fine-tune a causal LM on a tokenized LeRobot dataset."""
 
-    dataset: Path
-    """LeRobot v3 dataset root (e.g. collected Meta-World demos)."""
-    tokenizer: Path
-    """A fitted action tokenizer directory (``action-tokenizers fit``); its chunk size is used."""
-    out: Path
+    dataset: str = ""
+    """LeRobot v3 dataset: a local root (e.g. collected Meta-World demos) or a Hub dataset id 'owner/name' (required)."""
+    tokenizer: str = ""
+    """A fitted action tokenizer: its directory, a ``fit --out`` folder or a Hub repo id; its chunk size is used (required)."""
+    out: Path = Path("runs/train")
     """Output directory: model, tokenizers, vocabulary mapping, metrics, model card, checkpoints."""
     model: str | None = None
     """Hugging Face causal LM name or path; None builds the default small Llama from a config."""
@@ -70,7 +70,7 @@ class TrainConfig:
     n_heads: int = 4
     """Default model: attention heads."""
     max_steps: int = 1500
-    """Optimizer steps (the schedule spans them); ~5 min for binning on the default demo set, 2 CPU cores."""
+    """Optimizer steps (the schedule spans them)."""
     stop_after: int | None = None
     """End this invocation after this many total steps (schedule unchanged); continue with --resume."""
     batch_size: int = 32
@@ -118,12 +118,14 @@ class TrainConfig:
     mixed_precision: str = "no"
     """accelerate mixed precision: no, bf16 or fp16."""
     threads: int | None = 1
-    """Torch CPU threads while training on CPU (None = torch's default; 2 threads on 2 busy cores ran 13x slower here)."""
+    """Torch CPU threads while training on CPU (None = torch's default, which oversubscribes busy cores: docs/measurements.md)."""
     progress: bool = True
     """Show a progress bar."""
+    push_to_hub: str | None = None
+    """After training, upload the policy (without checkpoints) to this Hub repo id."""
 
     def __post_init__(self) -> None:
-        self.dataset, self.tokenizer, self.out = Path(self.dataset), Path(self.tokenizer), Path(self.out)
+        self.dataset, self.tokenizer, self.out = str(self.dataset), str(self.tokenizer), Path(self.out)
         if self.vocab_strategy not in STRATEGIES:
             raise ValueError(f"vocab_strategy must be one of {STRATEGIES}, got {self.vocab_strategy!r}")
         if self.pad not in PAD_MODES:
@@ -156,8 +158,8 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        for k in ("dataset", "tokenizer", "out"):
-            d[k] = str(Path(d[k]).resolve())
+        for k in ("dataset", "tokenizer", "out"):  # local paths absolute; Hub ids as given
+            d[k] = str(Path(d[k]).expanduser().resolve()) if k == "out" or Path(d[k]).expanduser().exists() else d[k]
         if d["heldout_episodes"] is not None:
             d["heldout_episodes"] = [int(e) for e in d["heldout_episodes"]]
         return d
@@ -182,13 +184,15 @@ class TrainResult:
     seconds: float
     n_params: int
     metrics: dict[str, Any]
+    hub_url: str | None = None
+    """Commit URL of the upload (``push_to_hub``); None when not pushed."""
 
 
 # ---------------------------------------------------------------------- set-up helpers
 def load_action_tokenizer(cfg: TrainConfig) -> "ActionTokenizer":
-    from action_tokenizers.auto import AutoActionTokenizer
+    from action_tokenizers.auto import load_tokenizer
 
-    tok = AutoActionTokenizer.from_pretrained(cfg.tokenizer)
+    tok = load_tokenizer(cfg.tokenizer)  # a tokenizer directory, a fit --out folder or a Hub id
     if cfg.chunk_size is not None and cfg.chunk_size != tok.chunk_size:
         raise ValueError(f"--chunk-size {cfg.chunk_size} does not match the tokenizer's chunk size {tok.chunk_size} "
                          f"({cfg.tokenizer}); refit the tokenizer or drop --chunk-size")
@@ -199,8 +203,11 @@ def load_training_chunks(cfg: TrainConfig, tok: "ActionTokenizer") -> "ChunkSet"
     """Chunks of the tokenizer's length with states and tasks; checks the dataset against the tokenizer."""
     from action_tokenizers.data import load_chunks
 
-    _check_features(cfg)
-    chunks = load_chunks(cfg.dataset, chunk_size=tok.chunk_size, stride=cfg.stride, action_key=cfg.action_key,
+    from action_tokenizers.hub import resolve_dataset
+
+    root = resolve_dataset(cfg.dataset)  # a local root as is; a Hub id as a snapshot of meta/ and data/
+    _check_features(cfg, root)
+    chunks = load_chunks(root, chunk_size=tok.chunk_size, stride=cfg.stride, action_key=cfg.action_key,
                          pad=cfg.pad, state_key=cfg.state_key, with_tasks=True)
     if chunks.action_dim != tok.action_dim:
         raise ValueError(f"the tokenizer {cfg.tokenizer} was fitted on {tok.action_dim}-D actions but "
@@ -210,8 +217,8 @@ def load_training_chunks(cfg: TrainConfig, tok: "ActionTokenizer") -> "ChunkSet"
     return chunks
 
 
-def _check_features(cfg: TrainConfig) -> None:
-    info_path = cfg.dataset / "meta" / "info.json"
+def _check_features(cfg: TrainConfig, root: Path) -> None:
+    info_path = root / "meta" / "info.json"
     if not info_path.is_file():
         return  # not a local root (a Hub id): load_chunks reports
     features = read_json(info_path, what="dataset info").get("features", {})
@@ -418,14 +425,23 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     """Check inputs, build, train (resumable), evaluate, export. Returns the measured numbers."""
     import torch
 
+    missing = [f"--{k}" for k in ("dataset", "tokenizer") if not getattr(cfg, k)]
+    if missing:
+        raise ValueError(f"{' and '.join(missing)} required: a LeRobot v3 dataset and a fitted action tokenizer")
     previous = torch.get_num_threads()
     if cfg.threads is not None and not torch.cuda.is_available():
         torch.set_num_threads(cfg.threads)
     try:
         with _output_folder(cfg) as folder:
-            return _run_train(cfg, folder)
+            result = _run_train(cfg, folder)
     finally:
         torch.set_num_threads(previous)
+    if cfg.push_to_hub and folder is not None and result.steps >= cfg.max_steps:  # main process, finished
+        from training.hub import push_policy
+
+        result.hub_url = push_policy(cfg.out, cfg.push_to_hub)
+        print(f"pushed the policy to {cfg.push_to_hub}: {result.hub_url}")
+    return result
 
 
 @contextlib.contextmanager
