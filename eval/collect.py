@@ -6,7 +6,7 @@ Usage::
 
 Each task's expert runs from seeds ``seed, seed + 1, ...`` (``reset(seed=k)`` fixes the object and
 goal layout, see ``eval.envs``) until ``episodes`` successes are kept; an episode that does not
-succeed within ``max_steps`` is dropped, counted and replaced by the next seed. After success the
+succeed within ``horizon`` is dropped, counted and replaced by the next seed. After success the
 expert keeps acting for ``steps_after_success`` more steps, so demos show holding still at the
 goal. The dataset is written with ``LeRobotDataset.create(..., use_videos=False)`` + ``add_frame`` /
 ``save_episode`` / ``finalize``, so LeRobot reads it back as is; ``meta/collect.json`` beside
@@ -15,6 +15,14 @@ written atomically: an interrupted run leaves nothing at ``--out``.
 
 Frames hold the observation *before* the action (``observation.state``, 39-D), the expert's
 ``action`` (4-D), and what the step returned (``next.reward``, ``next.success``, ``next.done``).
+
+With cameras (``--cameras corner2 --image-size 64``) the frames follow LeRobot's Meta-World env
+instead: ``observation.images.<camera>`` (HWC uint8, rendered before the action) and
+``observation.state`` = ``agent_pos`` (4-D: hand xyz, gripper), what a policy gets at evaluation;
+the privileged 39-D state (object and goal positions) moves to ``observation.environment_state``,
+kept for analysis and for the expert, not as a policy input. Images are LeRobot ``image`` features
+(PNG inside the parquet files) by default, or ``video`` features with ``--video`` (docs/vision.md
+compares both).
 """
 
 from __future__ import annotations
@@ -28,11 +36,22 @@ from typing import Any
 import numpy as np
 
 from action_tokenizers.io import atomic_directory, check_output, write_json
-from eval.envs import check_name, env_spec, expert_policy, list_families, list_tasks, make_env
+from eval.envs import (
+    CameraRenderer,
+    check_name,
+    env_spec,
+    expert_policy,
+    list_cameras,
+    list_families,
+    list_tasks,
+    make_env,
+    proprio_state,
+)
 
 __all__ = ["CollectConfig", "CollectResult", "DEFAULT_TASKS", "EpisodeRecord", "run_collect", "run_expert_episode"]
 
 DEFAULT_TASKS = ("reach-v3", "push-v3", "button-press-v3", "drawer-close-v3")
+MIN_VIDEO_SIZE = 32  # smallest frame side LeRobot's default video codec (SVT-AV1) encodes here
 MAX_ATTEMPTS_FACTOR = 3  # give up on a task after this many times `episodes` attempts
 
 # Meta-World's 39-D observation, in order (two objects; unused object slots are zeros).
@@ -41,6 +60,8 @@ _OBS_18 = ["hand_x", "hand_y", "hand_z", "gripper_open"] + [
 ]
 METAWORLD_STATE_NAMES = _OBS_18 + [f"prev_{n}" for n in _OBS_18] + ["goal_x", "goal_y", "goal_z"]
 METAWORLD_ACTION_NAMES = ["hand_dx", "hand_dy", "hand_dz", "gripper"]
+ENV_STATE_KEY = "observation.environment_state"  # LeRobot's key for privileged simulator state
+IMAGE_PREFIX = "observation.images."
 
 
 @dataclass
@@ -57,12 +78,18 @@ class CollectConfig:
     """Successful episodes to keep per task (failures are replaced by fresh seeds)."""
     seed: int = 0
     """First episode seed; episode j of a task resets with seed + j (+ replacements)."""
-    max_steps: int | None = None
+    horizon: int | None = None
     """Steps before an episode counts as failed (None: the env's limit, 500 for Meta-World)."""
     steps_after_success: int = 10
     """Steps to keep recording after the first success (0: stop at success)."""
     repo_id: str = "local/metaworld_demos"
     """Repo id written into the dataset (used by LeRobotDataset(repo_id, root=out) and push)."""
+    cameras: tuple[str, ...] = ()
+    """Cameras to record as observation.images.<camera> (e.g. corner2); empty: state only."""
+    image_size: int = 64
+    """Side of the square camera images in pixels."""
+    video: bool = False
+    """Store camera frames as LeRobot video features (mp4) instead of image features (PNG in parquet)."""
     overwrite: bool = False
     """Write into an --out that holds other files (they are kept; only this project's files are replaced)."""
     progress: bool = True
@@ -70,9 +97,9 @@ class CollectConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        if isinstance(self.tasks, str):
-            self.tasks = (self.tasks,)
-        self.tasks = tuple(t.strip() for part in self.tasks for t in str(part).split(",") if t.strip())
+        from eval.cli import comma_list
+
+        self.tasks = comma_list(self.tasks)
         if not self.tasks:
             raise ValueError("tasks must name at least one task, e.g. --tasks push-v3,reach-v3")
         if len(set(self.tasks)) != len(self.tasks):
@@ -81,8 +108,8 @@ class CollectConfig:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+        if self.horizon is not None and self.horizon < 1:
+            raise ValueError(f"horizon must be >= 1 or None, got {self.horizon}")
         if self.steps_after_success < 0:
             raise ValueError(f"steps_after_success must be >= 0, got {self.steps_after_success}")
         if "/" not in self.repo_id:
@@ -91,6 +118,18 @@ class CollectConfig:
         valid = list_tasks(self.env)
         for task in self.tasks:
             check_name(task, valid, f"{self.env} task")
+        if isinstance(self.cameras, str):
+            self.cameras = (self.cameras,)
+        self.cameras = tuple(c.strip() for part in self.cameras for c in str(part).split(",") if c.strip())
+        for camera in self.cameras:
+            check_name(camera, list_cameras(self.env), f"{self.env} camera")
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras has duplicates: {list(self.cameras)}")
+        if not 8 <= self.image_size <= 480:
+            raise ValueError(f"image_size must be in [8, 480] pixels, got {self.image_size}")
+        if self.video and self.image_size < MIN_VIDEO_SIZE:  # LeRobot's AV1 encoder crashes the process below it
+            raise ValueError(f"--video needs image_size >= {MIN_VIDEO_SIZE} (got {self.image_size}); "
+                             "smaller frames can be stored as image features (drop --video)")
 
 
 @dataclass
@@ -103,6 +142,7 @@ class EpisodeRecord:
     rewards: np.ndarray  # (t,) float32
     successes: np.ndarray  # (t,) bool, info["success"] after each step
     success_step: int | None  # index of the first successful step, None if it never succeeded
+    images: dict[str, np.ndarray] | None = None  # camera -> (t, size, size, 3) uint8, before each action
 
     @property
     def success(self) -> bool:
@@ -128,7 +168,7 @@ def run_collect(cfg: CollectConfig) -> CollectResult:
     check_output(cfg.out, "collect", cfg.overwrite)  # refuse now, not after the rollouts
     specs = {task: env_spec(cfg.env, task) for task in cfg.tasks}
     fps, obs_dim, act_dim = _common_dims(specs)
-    max_steps = _max_steps(cfg, specs)
+    horizon = _horizon(cfg, specs)
     from lerobot.utils.utils import SuppressProgressBars  # hides LeRobot's per-episode "Map" bars
 
     start = time.perf_counter()
@@ -136,7 +176,7 @@ def run_collect(cfg: CollectConfig) -> CollectResult:
         dataset = _create_dataset(cfg, tmp, fps, obs_dim, act_dim)
         try:
             with SuppressProgressBars():
-                log = _collect_tasks(cfg, dataset, specs, max_steps)
+                log = _collect_tasks(cfg, dataset, specs, horizon)
         finally:
             dataset.finalize()  # close LeRobot's writers now, so nothing writes into tmp after cleanup
         seconds = time.perf_counter() - start
@@ -150,12 +190,12 @@ def run_collect(cfg: CollectConfig) -> CollectResult:
             fps=fps,
             seconds=seconds,
         )
-        write_json(tmp / "meta" / "collect.json", _collect_json(cfg, result, log, specs, max_steps))
+        write_json(tmp / "meta" / "collect.json", _collect_json(cfg, result, log, specs, horizon))
     return result
 
 
 # --------------------------------------------------------------------------- the loop
-def _collect_tasks(cfg: CollectConfig, dataset: Any, specs: dict, max_steps: int) -> dict[str, dict]:
+def _collect_tasks(cfg: CollectConfig, dataset: Any, specs: dict, horizon: int) -> dict[str, dict]:
     """Every task in turn; episode indices run on across tasks, as LeRobot numbers them."""
     from tqdm.auto import tqdm
 
@@ -163,38 +203,41 @@ def _collect_tasks(cfg: CollectConfig, dataset: Any, specs: dict, max_steps: int
     with tqdm(total=len(cfg.tasks) * cfg.episodes, desc="collect", unit="ep", disable=not cfg.progress) as bar:
         for task in cfg.tasks:
             first_index = sum(len(entry["seeds"]) for entry in log.values())
-            log[task] = _collect_task(cfg, dataset, task, specs[task].description, max_steps, first_index, bar)
+            log[task] = _collect_task(cfg, dataset, task, specs[task].description, horizon, first_index, bar)
     return log
 
 
 def _collect_task(
-    cfg: CollectConfig, dataset: Any, task: str, text: str, max_steps: int, first_index: int, bar: Any
+    cfg: CollectConfig, dataset: Any, task: str, text: str, horizon: int, first_index: int, bar: Any
 ) -> dict[str, Any]:
     """Run seeds ``cfg.seed, cfg.seed + 1, ...`` until ``cfg.episodes`` successes; save each success."""
     entry: dict[str, Any] = {"seeds": [], "failed_seeds": [], "episodes": [], "frames": 0}
     attempts = cfg.episodes * MAX_ATTEMPTS_FACTOR
     env = make_env(cfg.env, task, seed=cfg.seed)
+    camera = CameraRenderer(env, cfg.cameras, cfg.image_size, cfg.env) if cfg.cameras else None
     try:
         for seed in range(cfg.seed, cfg.seed + attempts):
             if len(entry["seeds"]) == cfg.episodes:
                 break
             expert = expert_policy(cfg.env, task)  # fresh per episode: scripted policies hold no state
-            record = run_expert_episode(env, expert, seed, max_steps, cfg.steps_after_success)
+            record = run_expert_episode(env, expert, seed, horizon, cfg.steps_after_success, camera)
             if not record.success:
                 entry["failed_seeds"].append(seed)
                 bar.set_postfix(task=task, dropped=len(entry["failed_seeds"]))
                 continue
-            _save_episode(dataset, record, text)
+            _save_episode(dataset, record, text, cfg.env)
             episode = {"episode_index": first_index + len(entry["seeds"]), "seed": seed}
             entry["episodes"].append({**episode, "length": len(record.actions), "success_step": record.success_step})
             entry["seeds"].append(seed)
             entry["frames"] += len(record.actions)
             bar.update(1)
     finally:
+        if camera is not None:
+            camera.close()
         env.close()
     if not entry["seeds"]:
         raise RuntimeError(
-            f"the {cfg.env} expert for {task} failed all {attempts} episodes within {max_steps} steps "
+            f"the {cfg.env} expert for {task} failed all {attempts} episodes within {horizon} steps "
             f"(seeds {cfg.seed}..{cfg.seed + attempts - 1}); raise --max-steps or drop the task"
         )
     if len(entry["seeds"]) < cfg.episodes:
@@ -207,13 +250,19 @@ def _collect_task(
 
 
 def run_expert_episode(
-    env: Any, expert: Any, seed: int, max_steps: int, steps_after_success: int
+    env: Any, expert: Any, seed: int, horizon: int, steps_after_success: int, camera: Any = None
 ) -> EpisodeRecord:
-    """Roll the expert out from ``reset(seed=seed)``; stop ``steps_after_success`` steps after success."""
+    """Roll the expert out from ``reset(seed=seed)``; stop ``steps_after_success`` steps after success.
+
+    ``camera`` (a ``CameraRenderer``) renders its cameras before every action.
+    """
     obs, _ = env.reset(seed=seed)
     states, actions, rewards, successes = [], [], [], []
+    frames: list[dict[str, np.ndarray]] = []
     success_step = None
-    for step in range(max_steps):
+    for step in range(horizon):
+        if camera is not None:
+            frames.append(camera())
         action = np.asarray(expert(obs), dtype=np.float32)
         states.append(np.asarray(obs, dtype=np.float32))
         actions.append(action)
@@ -233,22 +282,26 @@ def run_expert_episode(
         rewards=np.asarray(rewards, dtype=np.float32),
         successes=np.asarray(successes, dtype=bool),
         success_step=success_step,
+        images={name: np.stack([f[name] for f in frames]) for name in camera.cameras} if camera is not None else None,
     )
 
 
-def _save_episode(dataset: Any, record: EpisodeRecord, task_text: str) -> None:
+def _save_episode(dataset: Any, record: EpisodeRecord, task_text: str, family: str) -> None:
     n = len(record.actions)
     for i in range(n):
-        dataset.add_frame(
-            {
-                "observation.state": record.states[i],
-                "action": record.actions[i],
-                "next.reward": np.array([record.rewards[i]], dtype=np.float32),
-                "next.success": np.array([record.successes[i]], dtype=bool),
-                "next.done": np.array([i == n - 1], dtype=bool),
-                "task": task_text,
-            }
-        )
+        frame = {
+            "observation.state": record.states[i],
+            "action": record.actions[i],
+            "next.reward": np.array([record.rewards[i]], dtype=np.float32),
+            "next.success": np.array([record.successes[i]], dtype=bool),
+            "next.done": np.array([i == n - 1], dtype=bool),
+            "task": task_text,
+        }
+        if record.images is not None:  # LeRobot's env convention: proprioception as the state
+            frame["observation.state"] = proprio_state(family, record.states[i]).astype(np.float32)
+            frame[ENV_STATE_KEY] = record.states[i]
+            frame.update({IMAGE_PREFIX + name: images[i] for name, images in record.images.items()})
+        dataset.add_frame(frame)
     dataset.save_episode()
 
 
@@ -266,25 +319,22 @@ def _common_dims(specs: dict) -> tuple[int, int, int]:
     return first.fps, first.obs_dim, first.action_dim
 
 
-def _max_steps(cfg: CollectConfig, specs: dict) -> int:
+def _horizon(cfg: CollectConfig, specs: dict) -> int:
     limit = min(spec.max_steps for spec in specs.values())
-    if cfg.max_steps is None:
+    if cfg.horizon is None:
         return limit
-    if cfg.max_steps > limit:
-        raise ValueError(f"max_steps={cfg.max_steps} exceeds the env's episode limit of {limit} steps")
-    return cfg.max_steps
+    if cfg.horizon > limit:
+        raise ValueError(f"horizon={cfg.horizon} exceeds the env's episode limit of {limit} steps")
+    return cfg.horizon
 
 
 def _create_dataset(cfg: CollectConfig, root: Path, fps: int, obs_dim: int, act_dim: int) -> Any:
     from lerobot.datasets import LeRobotDataset
 
     metaworld = cfg.env == "metaworld"
+    state_names = METAWORLD_STATE_NAMES if metaworld else None
     features = {
-        "observation.state": {
-            "dtype": "float32",
-            "shape": (obs_dim,),
-            "names": METAWORLD_STATE_NAMES if metaworld else None,
-        },
+        "observation.state": {"dtype": "float32", "shape": (obs_dim,), "names": state_names},
         "action": {
             "dtype": "float32",
             "shape": (act_dim,),
@@ -294,14 +344,23 @@ def _create_dataset(cfg: CollectConfig, root: Path, fps: int, obs_dim: int, act_
         "next.success": {"dtype": "bool", "shape": (1,), "names": None},
         "next.done": {"dtype": "bool", "shape": (1,), "names": None},
     }
+    if cfg.cameras:
+        features[ENV_STATE_KEY] = features.pop("observation.state")
+        dim = len(proprio_state(cfg.env, np.zeros(obs_dim)))
+        features["observation.state"] = {"dtype": "float32", "shape": (dim,),
+                                         "names": state_names[:dim] if state_names else None}
+        for name in cfg.cameras:
+            features[IMAGE_PREFIX + name] = {"dtype": "video" if cfg.video else "image",
+                                             "shape": (cfg.image_size, cfg.image_size, 3),
+                                             "names": ["height", "width", "channels"]}
     root.rmdir()  # LeRobot creates the root itself and refuses an existing one
     robot_type = "sawyer" if metaworld else None
     return LeRobotDataset.create(
-        cfg.repo_id, fps, root=root, features=features, robot_type=robot_type, use_videos=False
+        cfg.repo_id, fps, root=root, features=features, robot_type=robot_type, use_videos=cfg.video
     )
 
 
-def _collect_json(cfg: CollectConfig, result: CollectResult, log: dict, specs: dict, max_steps: int) -> dict:
+def _collect_json(cfg: CollectConfig, result: CollectResult, log: dict, specs: dict, horizon: int) -> dict:
     from importlib.metadata import version
 
     return {
@@ -309,8 +368,10 @@ def _collect_json(cfg: CollectConfig, result: CollectResult, log: dict, specs: d
         "fps": result.fps,
         "seed": cfg.seed,
         "seed_rule": "episode attempts of each task reset with seeds seed, seed+1, ...; failures are replaced",
-        "max_steps": max_steps,
+        "horizon": horizon,
         "steps_after_success": cfg.steps_after_success,
+        "cameras": list(cfg.cameras),
+        "image_size": cfg.image_size if cfg.cameras else None,
         "episodes_per_task": cfg.episodes,
         "frames": result.frames,
         "seconds": round(result.seconds, 3),

@@ -19,6 +19,12 @@ Meta-World (``metaworld`` 3.0, 50 v3 tasks) is the built-in family. Its envs com
   (``env.unwrapped.dt``; equals the env's ``metadata["render_fps"]``). Episodes truncate at 500 steps.
 * Observations are 39-D float64 (hand xyz, gripper opening, two objects' xyz + quaternion, the same
   18 values from the previous step, goal xyz); actions are 4-D in [-1, 1] (hand dx, dy, dz, gripper).
+* Cameras (``CameraRenderer``): the scene's named cameras rendered at ``size x size`` through
+  MuJoCo's own ``mujoco.Renderer`` (headless backend from ``MUJOCO_GL``), shadows and
+  multisampling off (they multiply the software-rendering cost; docs/vision.md has the figures).
+  ``corner2`` is moved and turned the way LeRobot's ``MetaworldEnv`` does it, so a policy trained on
+  our frames sees LeRobot's view. The proprioceptive state LeRobot's env gives (``agent_pos``) is
+  the first 4 values of the 39 (``proprio_state``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +42,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+if not os.environ.get("DISPLAY"):  # no display: render headless unless the user chose a backend
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
 __all__ = [
+    "CameraRenderer",
     "EnvFamily",
     "EnvSpec",
     "FAMILIES",
@@ -46,7 +57,9 @@ __all__ = [
     "get_family",
     "list_families",
     "list_tasks",
+    "list_cameras",
     "make_env",
+    "proprio_state",
     "register_family",
     "task_description",
 ]
@@ -121,6 +134,9 @@ class MetaWorldFamily:
     """Meta-World v3 tasks (MT1), their scripted experts and LeRobot's task descriptions."""
 
     name = "metaworld"
+    # The scene's named cameras (the sawyer XML's order); CameraRenderer checks them against the model.
+    cameras = ("topview", "corner", "corner2", "corner3", "behindGripper", "gripperPOV")
+    proprio_dim = 4  # LeRobot's MetaworldEnv: agent_pos = raw_obs[:4] (hand xyz, gripper opening)
 
     def tasks(self) -> list[str]:
         return sorted(_metaworld_policies())
@@ -180,6 +196,84 @@ def _lerobot_metaworld_descriptions() -> dict[str, str]:
         raise ModuleNotFoundError("lerobot is not installed; it provides Meta-World task descriptions")
     path = Path(next(iter(spec.submodule_search_locations))) / "envs" / "metaworld_config.json"
     return dict(json.loads(path.read_text())["TASK_DESCRIPTIONS"])
+
+
+# --------------------------------------------------------------------------- cameras
+MESA_PACKAGES = "libosmesa6 libegl1 libgl1-mesa-dri"
+# LeRobot's MetaworldEnv moves corner2 (cam_pos[2]) and turns its frames by 180 degrees; we do the same.
+_LEROBOT_CORNER2_POS = (0.75, 0.075, 0.7)
+
+
+def list_cameras(family: str = "metaworld") -> list[str]:
+    """Camera names a family's envs can render (``--cameras`` takes some of them)."""
+    return list(getattr(get_family(family), "cameras", ()))
+
+
+def proprio_state(family: str, obs: np.ndarray) -> np.ndarray:
+    """The proprioceptive part of a raw observation, as LeRobot's env exposes it (``agent_pos``)."""
+    dim = getattr(get_family(family), "proprio_dim", None)
+    if dim is None:
+        raise ValueError(f"env family {family!r} declares no proprioceptive state (proprio_dim)")
+    return np.asarray(obs, dtype=np.float64)[..., :dim]
+
+
+class CameraRenderer:
+    """Renders named cameras of one MuJoCo env as ``{name: (size, size, 3) uint8}``, lowest quality.
+
+    Why not ``env.render()``: gymnasium's renderer draws one fixed camera at the env's size with
+    shadows and 4x multisampling; ``mujoco.Renderer`` draws any camera at any size, and the
+    quality settings below (read when its GL context is made) cut the cost of a software frame.
+    """
+
+    def __init__(self, env: Any, cameras: tuple[str, ...] | list[str], size: int, family: str = "metaworld") -> None:
+        import mujoco
+
+        valid = list_cameras(family)
+        if not cameras:
+            raise ValueError(f"name at least one camera; valid: {', '.join(valid)}")
+        for name in cameras:
+            check_name(name, valid, f"{family} camera")
+        if size < 8:
+            raise ValueError(f"image size must be >= 8 pixels, got {size}")
+        self.env, self.cameras, self.size = env, tuple(cameras), int(size)
+        model = env.unwrapped.model
+        model.vis.quality.shadowsize = 0
+        model.vis.quality.offsamples = 0
+        model.light_castshadow[:] = 0
+        if "corner2" in self.cameras:
+            model.cam_pos[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "corner2")] = _LEROBOT_CORNER2_POS
+        try:
+            self._renderer = mujoco.Renderer(model, self.size, self.size)
+        except Exception as e:  # noqa: BLE001 - any GL failure gets the same, actionable message
+            raise RuntimeError(rendering_help(e)) from e
+
+    def __call__(self) -> dict[str, np.ndarray]:
+        data = self.env.unwrapped.data
+        frames = {}
+        for name in self.cameras:
+            self._renderer.update_scene(data, camera=name)
+            image = self._renderer.render()  # (size, size, 3) uint8, a fresh array
+            frames[name] = np.ascontiguousarray(image[::-1, ::-1]) if name == "corner2" else image
+        return frames
+
+    def close(self) -> None:
+        renderer, self._renderer = getattr(self, "_renderer", None), None
+        if renderer is not None:
+            renderer.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - a GL context torn down at interpreter exit
+            pass
+
+
+def rendering_help(error: BaseException) -> str:
+    """Why rendering failed, which backend was tried, and what to install."""
+    backend = os.environ.get("MUJOCO_GL", "<unset: glfw, needs a display>")
+    return (f"MuJoCo could not render with MUJOCO_GL={backend} ({type(error).__name__}: {error}). Headless "
+            f"rendering needs Mesa: `apt-get install -y {MESA_PACKAGES}` (`make test` or `make demo` installs them "
+            "as root), then MUJOCO_GL=egl or MUJOCO_GL=osmesa")
 
 
 # --------------------------------------------------------------------------- registry
