@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from action_tokenizers.io import atomic_directory, read_json
+from action_tokenizers.io import atomic_directory, check_output, read_json
 
 __all__ = [
     "BASELINE_NAMES",
@@ -58,6 +58,7 @@ __all__ = [
     "requested_episodes",
     "run_open_loop",
     "token_agreement",
+    "tokenizer_only",
 ]
 
 HELD_OUT, ALL = "held-out", "all"
@@ -78,7 +79,7 @@ class OpenLoopConfig:
     out: Path = Path("runs/eval-open-loop")
     """Output directory (results.json, results.md, plots)."""
     episodes: str = HELD_OUT
-    """Episodes to evaluate: held-out (those the policy held out at training), all, or a comma list of episode_index values (0,3)."""
+    """Episodes to evaluate: held-out (those the policy held out at training), all, or episode_index values (0,3)."""
     regression: str | None = None
     """A regression-baseline directory to score on the same chunks (as a scale for the policy's error)."""
     stride: int = 1
@@ -363,14 +364,16 @@ def predict(policy: Any, chunks: EvalChunks, state_key: str, batch_size: int) ->
         ids = None if got is None or ids is None else ids + [list(map(int, s)) for s in got]
     actions = np.concatenate(parts)
     if actions.shape != chunks.actions.shape:
-        raise ValueError(f"the policy returned chunks of shape {actions.shape[1:]}, the dataset's are {chunks.actions.shape[1:]}")
+        raise ValueError(f"the policy returned chunks of shape {actions.shape[1:]}, "
+                         f"the dataset's are {chunks.actions.shape[1:]}")
     return Prediction(actions, ids, malformed, latency / max(len(starts), 1), len(starts))
 
 
-def _tokenizer_only(tok: Any, truth: np.ndarray) -> tuple[Prediction, list[list[int]]]:
+def tokenizer_only(tok: Any, truth: np.ndarray) -> Prediction:
+    """The tokenizer alone: the true chunks encoded and decoded (the floor of any policy using it)."""
     true_ids = tok.encode(truth)
     report = tok.decode_with_report(true_ids)
-    return Prediction(report.actions, true_ids, report.n_malformed, None, 0), true_ids
+    return Prediction(report.actions, true_ids, report.n_malformed, None, 0)
 
 
 def _row(pred: Prediction, chunks: EvalChunks, true_ids: list[list[int]] | None, batch_size: int) -> dict[str, Any]:
@@ -378,7 +381,7 @@ def _row(pred: Prediction, chunks: EvalChunks, true_ids: list[list[int]] | None,
     row = chunk_errors(pred.actions, chunks.actions, chunks.action_names)
     if pred.ids is not None:
         row["tokens_per_chunk"] = float(np.mean([len(s) for s in pred.ids]))
-        if true_ids is not None and pred.ids is not true_ids:
+        if true_ids is not None:
             row.update(token_agreement(pred.ids, true_ids))
     row["malformed"] = pred.malformed
     if pred.latency_s_per_call is not None:
@@ -412,6 +415,7 @@ def _run(cfg: OpenLoopConfig) -> dict[str, Any]:
     if reg_rec is not None and reg_rec.chunk_size != rec.chunk_size:
         raise ValueError(f"regression baseline {reg_rec.path} predicts chunks of {reg_rec.chunk_size} steps, policy "
                          f"{rec.path} of {rec.chunk_size}; train the baseline with --chunk-size {rec.chunk_size}")
+    check_output(cfg.out, "eval", cfg.overwrite)  # refuse now, not after the predictions
     chunks = load_eval_chunks(cfg, rec)
     if reg_rec is not None:
         check_dataset_matches(dataset_features(cfg.dataset), reg_rec, cfg.dataset)
@@ -422,8 +426,9 @@ def _run(cfg: OpenLoopConfig) -> dict[str, Any]:
 
     # -- rows: tokenizer alone, the policy, the baselines
     tok = getattr(policy, "action_tokenizer", None)
-    tok_pred, true_ids = _tokenizer_only(tok, chunks.actions) if tok is not None else (None, None)
+    tok_pred = tokenizer_only(tok, chunks.actions) if tok is not None else None
     pol_pred = predict(policy, chunks, rec.state_key, cfg.batch_size)
+    true_ids = None if tok_pred is None else tok_pred.ids
     entry: dict[str, Any] = {"open_loop": _row(pol_pred, chunks, true_ids, cfg.batch_size)}
     if tok_pred is not None:
         entry["open_loop"]["tokenizer_only"] = _row(tok_pred, chunks, None, cfg.batch_size)

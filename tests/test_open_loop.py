@@ -108,6 +108,16 @@ def test_regression_baseline_of_another_chunk_size_is_refused(so101_root: Path, 
                                      out=tmp_path / "out", progress=False))
 
 
+def test_an_out_folder_holding_user_files_is_refused_before_any_prediction(so101_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        run_open_loop(OpenLoopConfig(policy=str(_stub_policy(tmp_path / "policy")), dataset=str(so101_root), out=out,
+                                     progress=False))
+    assert (out / "notes.txt").read_text() == "mine"
+
+
 def _record(path: Path, chunk_size: int, heldout: list[int] | None = None) -> PolicyRecord:
     return PolicyRecord(path=path, action_key="action", state_key="observation.state", action_dim=6, state_dim=6,
                         chunk_size=chunk_size, heldout_episodes=heldout, train_dataset=None)
@@ -210,5 +220,6 @@ def test_cli_eval_with_a_dataset_runs_open_loop(trained: Path, so101_root: Path,
     results = json.loads((out / "results.json").read_text())
     assert results["meta"]["episodes"] == [0, 3] and results["meta"]["n_chunks"] == 2 * 8  # starts 0, 50, ..., 350
     assert sorted(p.name for p in out.glob("trajectories_*.png")) == ["trajectories_episode_0.png"]
-    assert main(["eval", "--policy", str(trained), "--dataset", str(so101_root), "--episodes", "7", "--out", str(tmp_path / "x")]) == 1
+    bad = ["eval", "--policy", str(trained), "--dataset", str(so101_root), "--episodes", "7", "--out", str(tmp_path / "x")]
+    assert main(bad) == 1
     assert "episodes [7] are not in" in capsys.readouterr().err
