@@ -111,3 +111,17 @@ def test_policy_without_a_folder_cannot_push():
     policy.directory = None
     with pytest.raises(ValueError, match="train --out"):
         policy.push_to_hub("robot-lab/x")
+
+
+@pytest.mark.slow
+def test_auto_processor_loads_a_pushed_tokenizer(hub: FakeHub):
+    """transformers' own Hub path (processor, config and tokenizer look-ups) ends in our loader."""
+    import action_tokenizers  # noqa: F401  (registers with transformers)
+    from action_tokenizers import BinningTokenizer
+    from transformers import AutoProcessor
+
+    x = np.cumsum(np.random.default_rng(0).normal(scale=0.1, size=(40, 4, 2)), axis=1)
+    tok = BinningTokenizer(n_bins=16).fit(x)
+    tok.push_to_hub("robot-lab/binning-auto")
+    loaded = AutoProcessor.from_pretrained("robot-lab/binning-auto")
+    assert type(loaded) is BinningTokenizer and loaded(x) == tok(x)
