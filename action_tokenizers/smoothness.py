@@ -23,8 +23,8 @@ Thresholds.
   ``dist(Q(x), Q(x')) <= dist(x, x') + w``) has no violations when ``eps >= delta + w``; the
   defaults (``delta=0.05``, ``eps=0.1``) leave room for ``w`` up to 0.05, i.e. binning with
   40 or more uniform bins over [-1, 1] scores exactly zero, while a learned codebook whose cells
-  cut through dense data shows its jumps (at ``eps=0.2`` the VQ defaults measured 0 on both
-  real datasets; at 0.1, 0.2-1.2%).
+  cut through dense data shows its jumps at this ``eps`` and hides them at a coarser one
+  (docs/measurements.md).
 
 Pairs come from the data (each sampled chunk and its nearest neighbours within ``delta``, e.g.
 the next chunk of a slow motion) and from small random perturbations (a random direction, a radius

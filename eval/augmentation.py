@@ -297,7 +297,7 @@ def augmented_rollout(policy: Any, model: TransitionModel, env_name: str, tasks:
     auxiliary state and executes each chunk's first ``n_action_steps`` actions open loop in the
     real env. The records are :class:`eval.rollout.EpisodeRecord`s with one more field,
     ``model_drift`` (the episode's largest ``||model state - real state||``; None if its reset failed).
-    ``rollout_kwargs`` are ``rollout``'s (``n_action_steps``, ``max_steps``, ``n_envs``, ...).
+    ``rollout_kwargs`` are ``rollout``'s (``n_action_steps``, ``horizon``, ``n_envs``, ...).
     """
     own_pool = pool is None
     real_pool = EnvPool(rollout_kwargs.pop("env_factory", None)) if own_pool else pool

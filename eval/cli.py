@@ -28,6 +28,8 @@ class Command:
     config: str
     function: str
     summary: str
+    defaults: str | None = None
+    """Function of ``module`` giving the starting values from the command line (``run --preset NAME``)."""
 
 
 COMMANDS: dict[str, Command] = {
@@ -38,7 +40,8 @@ COMMANDS: dict[str, Command] = {
     "train-regression": Command("training.regression", "RegressionConfig", "run_train_regression", "train the regression-BC baseline (MLP, squared error)"),
     "eval": Command("eval.evaluate", "EvalConfig", "run_eval",
                     "evaluate a policy in closed loop in simulation, or open loop on a dataset (--dataset DIR)"),
-    "run": Command("eval.main_job", "RunConfig", "run_main", "the main job: collect, fit, train, evaluate, report"),
+    "run": Command("eval.main_job", "RunConfig", "run_main", "the main job: collect, fit, train, evaluate, report",
+                   defaults="default_from_argv"),
     "theory": Command("eval.theory", "TheoryConfig", "run_theory", "quantization-theory experiments E1-E6"),
 }
 
@@ -59,12 +62,22 @@ def _usage() -> str:
     return "usage: action-tokenizers {" + ",".join(COMMANDS) + "} [--help]\n\ncommands:\n" + "\n".join(lines)
 
 
+LIST_OPTIONS = ("tasks", "tokenizers", "cameras")
+"""Options (at any nesting: ``--tasks``, ``--eval.tasks``) that take a list of names."""
+
+
+def comma_list(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Names from ``"a,b"`` or ``("a", "b")`` (or ``("a,b",)``): the one place comma lists are parsed."""
+    parts = (value,) if isinstance(value, str) else tuple(value)
+    return tuple(x.strip() for part in parts for x in str(part).split(",") if x.strip())
+
+
 def _split_lists(args: list[str]) -> list[str]:
     """Accept comma-separated lists (``--tasks a,b``) as well as tyro's space-separated form."""
-    out = []
+    out: list[str] = []
     for a in args:
-        if not a.startswith("-") and "," in a and out and out[-1] in ("--tasks", "--tokenizers"):
-            out.extend(x for x in a.split(",") if x)
+        if not a.startswith("-") and "," in a and out and out[-1].rsplit(".", 1)[-1].lstrip("-") in LIST_OPTIONS:
+            out.extend(comma_list(a))
         else:
             out.append(a)
     return out
@@ -90,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(cmd.module)
         config_cls = getattr(module, cmd.config)
-        cfg = tyro.cli(config_cls, args=_split_lists(rest), prog=f"action-tokenizers {name}",
+        default = getattr(module, cmd.defaults)(rest) if cmd.defaults else None
+        cfg = tyro.cli(config_cls, args=_split_lists(rest), prog=f"action-tokenizers {name}", default=default,
                        description=(config_cls.__doc__ or cmd.summary).strip().splitlines()[0])
         getattr(module, cmd.function)(cfg)
     except KeyboardInterrupt:

@@ -77,14 +77,14 @@ class EvalConfig:
     """Actions executed from each chunk before re-planning (default: the policy's chunk size)."""
     n_envs: int = 4
     """Environment instances stepped in lockstep (the policy's batch size)."""
-    max_steps: int = 150
-    """Steps per episode (fixed horizon; Meta-World's experts succeed within about 80)."""
+    horizon: int = 150
+    """Steps per episode (a fixed horizon, so returns compare across policies)."""
     video: bool = False
     """Also write MP4 videos of the first --video-episodes episodes of each task."""
     video_episodes: int = 1
     """Episodes per task to film when --video is on."""
     video_size: int = 96
-    """Video frame width and height in pixels (about 70 ms per 96x96 frame with MUJOCO_GL=egl on CPU)."""
+    """Video frame width and height in pixels (rendering on the CPU grows with the frame area)."""
     name: str | None = None
     """Key of the policy in results.json (default: the policy's name, else the directory name)."""
     progress: bool = True
@@ -103,15 +103,15 @@ class EvalConfig:
     def __post_init__(self) -> None:
         from eval import envs
 
-        if isinstance(self.tasks, str):
-            self.tasks = tuple(t.strip() for t in self.tasks.split(",") if t.strip())
-        self.tasks = tuple(self.tasks)
+        from eval.cli import comma_list
+
+        self.tasks = comma_list(self.tasks)
         if not self.tasks:
             raise ValueError("--tasks must name at least one task")
         valid = envs.list_tasks(self.env)  # also rejects an unknown --env with the valid families
         for task in self.tasks:
             envs.check_name(task, valid, f"{self.env} task")
-        for name in ("episodes", "n_envs", "max_steps"):
+        for name in ("episodes", "n_envs", "horizon"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.n_action_steps is not None and self.n_action_steps < 1:
@@ -192,7 +192,7 @@ def _rollout(policy: Policy, cfg: EvalConfig, pool: EnvPool | None, model: Trans
     """The executor: closed loop, or the augmentation when a transition model is given (same records, same seeds)."""
     warm_up(policy, cfg)
     render = cfg.video_episodes if cfg.video else 0
-    kwargs = dict(n_action_steps=n_action_steps(policy, cfg), max_steps=cfg.max_steps, n_envs=cfg.n_envs,
+    kwargs = dict(n_action_steps=n_action_steps(policy, cfg), horizon=cfg.horizon, n_envs=cfg.n_envs,
                   render_episodes=render, progress=cfg.progress, pool=pool,
                   render_kwargs={"render_mode": "rgb_array", "width": cfg.video_size, "height": cfg.video_size})
     if model is None:
@@ -354,17 +354,33 @@ def _meta(cfg: EvalConfig, seconds: float, episodes: int) -> dict[str, Any]:
         "n_action_steps": cfg.n_action_steps,
         "execution": cfg.execution,
         "n_envs": cfg.n_envs,
-        "max_steps": cfg.max_steps,
+        "horizon": cfg.horizon,
         "seconds": seconds,
         "seconds_per_episode": seconds / max(episodes, 1),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
     }
 
 
-def run_eval(cfg: EvalConfig, pool: EnvPool | None = None) -> dict[str, Any]:
+def evaluate_expert(cfg: EvalConfig, pool: EnvPool | None = None, expert: Policy | None = None) -> PolicyEvaluation:
+    """The closed-loop expert on ``cfg``'s tasks and seeds: the reference every policy's regret is measured against."""
+    return evaluate_policy(expert or ExpertPolicy(cfg.env), cfg, EXPERT, pool=pool)
+
+
+def _check_same_episodes(expert: PolicyEvaluation, cfg: EvalConfig) -> None:
+    """A shared expert evaluation must cover exactly this evaluation's (task, seed) episodes."""
+    have = {(e.task, e.seed) for e in expert.rollout.episodes}
+    want = {(t, s) for t in cfg.tasks for s in cfg.seeds}
+    if have != want:
+        raise ValueError(f"the expert evaluation passed in covers other episodes ({len(have)} (task, seed) pairs) than "
+                         f"this evaluation ({len(want)}): regret compares the same seeds only")
+
+
+def run_eval(cfg: EvalConfig, pool: EnvPool | None = None, expert: PolicyEvaluation | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.policy`` (and the expert on the same seeds); write the report; return results.
 
-    ``pool`` lets several evaluations share environment instances (the main job passes one).
+    ``pool`` lets several evaluations share environment instances, and ``expert`` one closed-loop
+    expert evaluation on these seeds (:func:`evaluate_expert`): the main job passes both, so the
+    expert is rolled out once per job, not once per policy.
     """
     from eval.envs import env_spec
 
@@ -384,7 +400,10 @@ def run_eval(cfg: EvalConfig, pool: EnvPool | None = None) -> dict[str, Any]:
     if name == EXPERT and not only_expert:
         raise ValueError(f"{EXPERT!r} names the closed-loop expert in results.json; pass another --name")
     with contextlib.nullcontext(pool) if pool is not None else EnvPool() as pool:
-        expert = evaluate_policy(policy if is_expert else ExpertPolicy(cfg.env), cfg, EXPERT, pool=pool)
+        if expert is None:
+            expert = evaluate_expert(cfg, pool, policy if is_expert else None)
+        else:
+            _check_same_episodes(expert, cfg)
         evaluations = [expert] if only_expert else [evaluate_policy(policy, cfg, name, expert.rollout, pool, model), expert]
         if cfg.paraphrased and not only_expert:
             block, paraphrased = evaluate_paraphrased(policy, cfg, expert.rollout, pool)

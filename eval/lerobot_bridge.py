@@ -14,8 +14,8 @@ Registered as policy type ``action_tokenizer``; LeRobot's factories find the pol
         --eval.n_episodes=10 --eval.batch_size=2
 
 (``discover_packages_path=eval`` makes LeRobot import every ``eval`` module, which registers this
-one; measured here it runs, at about 1.3 steps/s, because LeRobot's Meta-World env renders a
-480x480 frame every step.)
+one. It runs slowly because LeRobot's Meta-World env renders a 480x480 frame every step:
+docs/measurements.md.)
 
 Observation caveat (measured): LeRobot's Meta-World env exposes only ``agent_pos`` = the first 4 of
 the 39 state values (hand xyz, gripper) as ``observation.state``; a policy trained on this toolkit's

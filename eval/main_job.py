@@ -1,6 +1,6 @@
 """The main job (``make demo`` / ``action-tokenizers run``): demos -> tokenizers -> one LM each -> closed loop.
 
-    action-tokenizers run                      # the default preset, about 15 minutes on 2 CPU cores
+    action-tokenizers run                      # the default preset (timings: docs/results.md)
     action-tokenizers run --preset report      # the same with 50 evaluation episodes per task
     action-tokenizers run --preset quick       # a smoke run in a few minutes
     action-tokenizers run --preset large       # 50+ evaluation episodes per task, for a bigger machine
@@ -27,98 +27,160 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from action_tokenizers.cli import FitConfig
 from action_tokenizers.io import OutputFolder, atomic_directory, output_folder, read_json, write_json
 from action_tokenizers.registry import FAMILIES
 from action_tokenizers.split import EpisodeSplit
+from eval.cli import comma_list
+from eval.collect import CollectConfig
+from eval.evaluate import DEFAULT_TASKS, EvalConfig
+from training.regression import RegressionConfig
+from training.train import TrainConfig
 
-HELDOUT_FRACTION = 0.1
-"""Share of demo episodes held out, the same ones for the tokenizer report, the LMs and the regression baseline."""
+PRESET_NAMES = ("quick", "default", "report", "large")
 
-
-@dataclass(frozen=True)
-class Preset:
-    """Sizes of one main-job run."""
-
-    tasks: tuple[str, ...]
-    demos_per_task: int
-    eval_episodes: int
-    train_steps: int
-    regression_steps: int
-    chunk_size: int = 10
-    n_action_steps: int = 5
-    max_steps: int = 150
-    n_envs: int = 10
-    hidden_size: int = 128
-    n_layers: int = 4
-
-
-PRESETS: dict[str, Preset] = {
-    "quick": Preset(tasks=("reach-v3", "button-press-v3"), demos_per_task=4, eval_episodes=3, train_steps=30,
-                    regression_steps=100, max_steps=100, n_envs=3, hidden_size=32, n_layers=2),
-    "default": Preset(tasks=("reach-v3", "push-v3", "button-press-v3", "drawer-close-v3"), demos_per_task=50,
-                      eval_episodes=10, train_steps=1500, regression_steps=3000),
-    # The default run with 50 evaluation episodes per task (about 15 more minutes of rollouts on 2 cores):
-    # what docs/results.md reports; it reuses a finished default run's demos, tokenizers and models.
-    "report": Preset(tasks=("reach-v3", "push-v3", "button-press-v3", "drawer-close-v3"), demos_per_task=50,
-                     eval_episodes=50, train_steps=1500, regression_steps=3000),
-    "large": Preset(tasks=("reach-v3", "push-v3", "pick-place-v3", "button-press-v3", "drawer-close-v3", "door-open-v3"),
-                    demos_per_task=100, eval_episodes=50, train_steps=4000, regression_steps=6000, n_envs=25,
-                    hidden_size=256, n_layers=6),
+# Fields of each stage config that the run sets itself (paths, the split, the run's tasks and seed):
+# setting them under the stage (e.g. --train.out) is refused, with the run-level option to use instead.
+WIRED: dict[str, dict[str, str]] = {
+    "collect": {"out": "--out", "tasks": "--tasks", "seed": "--seed", "overwrite": "--overwrite", "progress": "--progress"},
+    "fit": {"dataset": "(the demos)", "out": "--out", "tokenizer": "--tokenizers", "seed": "--seed",
+            "eval_fraction": "--heldout-fraction", "heldout_episodes": "--heldout-fraction", "overwrite": "--overwrite",
+            "progress": "--progress"},
+    "train": {"dataset": "(the demos)", "tokenizer": "(the fitted tokenizers)", "out": "--out", "seed": "--seed",
+              "eval_fraction": "--heldout-fraction", "heldout_episodes": "--heldout-fraction",
+              "overwrite": "--overwrite", "progress": "--progress"},
+    "regression": {"dataset": "(the demos)", "out": "--out", "chunk_size": "--fit.chunk-size", "seed": "--seed",
+                   "eval_fraction": "--heldout-fraction", "heldout_episodes": "--heldout-fraction",
+                   "progress": "--progress"},
+    "eval": {"policy": "(each trained policy)", "out": "--out", "tasks": "--tasks", "name": "(the policy's)",
+             "overwrite": "--overwrite", "progress": "--progress"},
 }
 
 
 @dataclass
 class RunConfig:
-    """Run the whole comparison: collect, fit every tokenizer, train one LM per tokenizer, evaluate, report."""
+    """Run the whole comparison: collect, fit every tokenizer, train one LM per tokenizer, evaluate, report.
+
+    The stage options are the stages' own configs (``--collect.episodes``, ``--fit.chunk-size``,
+    ``--train.max-steps``, ``--regression.steps``, ``--eval.episodes``, ``--eval.horizon``...);
+    a preset is a ``RunConfig`` value (:func:`presets`) that the command line starts from.
+    """
 
     preset: str = "default"
-    """Sizes: quick, default, report (default + 50 evaluation episodes per task) or large."""
+    """Which preset the other values start from: quick, default, report (default + 50 evaluation episodes per task) or large."""
     out: Path | None = None
     """Run directory (default: runs/<preset>). Re-running reuses finished stages."""
-    tasks: tuple[str, ...] | None = None
-    """Meta-World tasks (default: the preset's)."""
-    demos_per_task: int | None = None
-    """Expert demonstrations per task (default: the preset's)."""
-    eval_episodes: int | None = None
-    """Closed-loop evaluation episodes per task (default: the preset's)."""
-    train_steps: int | None = None
-    """LM optimizer steps per tokenizer (default: the preset's)."""
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    """Meta-World tasks, the same for collection and evaluation."""
     tokenizers: tuple[str, ...] = tuple(FAMILIES)
     """Tokenizer families to compare."""
-    model: str | None = None
-    """Hugging Face causal LM name or path to fine-tune instead of the default small Llama."""
-    chunk_size: int | None = None
-    """Action chunk length (default: the preset's)."""
-    n_action_steps: int | None = None
-    """Actions executed per chunk before re-planning (default: the preset's)."""
+    heldout_fraction: float = 0.1
+    """Share of demo episodes held out, the same ones for every stage (tokenizer report, LMs, regression)."""
     seed: int = 0
-    """Seed for collection, fitting and training; evaluation seeds are disjoint from collection seeds."""
+    """Seed for collection, the split, fitting and training; evaluation seeds start at --eval.seed + seed."""
     progress: bool = True
     """Show progress bars."""
     overwrite: bool = False
     """Use a run directory that holds other files (they are kept; only this project's files are replaced)."""
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    """Demo collection (scripted experts)."""
+    fit: FitConfig = field(default_factory=FitConfig)
+    """Tokenizer fitting: chunk size and each family's options."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """LM fine-tuning, one per tokenizer."""
+    regression: RegressionConfig = field(default_factory=RegressionConfig)
+    """The regression-BC baseline."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Closed-loop evaluation (the expert is rolled out once, on the same seeds)."""
 
     def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            import difflib
-
-            hint = difflib.get_close_matches(self.preset, PRESETS, n=1)
-            raise ValueError(f"unknown preset {self.preset!r}; valid: {sorted(PRESETS)}"
-                             + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-        if isinstance(self.tasks, str):
-            self.tasks = tuple(t for t in self.tasks.split(",") if t)
-        if isinstance(self.tokenizers, str):
-            self.tokenizers = tuple(t for t in self.tokenizers.split(",") if t)
+        if self.preset not in PRESET_NAMES:
+            raise ValueError(unknown_preset(self.preset))
+        self.tasks = comma_list(self.tasks)
+        self.tokenizers = comma_list(self.tokenizers)
         bad = [t for t in self.tokenizers if t not in FAMILIES]
         if bad or not self.tokenizers:
             raise ValueError(f"--tokenizers must name some of {tuple(FAMILIES)}, got {self.tokenizers}")
+        if not self.tasks:
+            raise ValueError("--tasks must name at least one task")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ValueError(f"--heldout-fraction must be in [0, 1), got {self.heldout_fraction}")
         self.out = Path(self.out) if self.out is not None else Path("runs") / self.preset
+        _check_wired(self)
 
-    def resolved(self) -> Preset:
-        """The preset with this config's overrides applied."""
-        overrides = {k: getattr(self, k) for k in ("tasks", "demos_per_task", "eval_episodes", "train_steps",
-                                                    "chunk_size", "n_action_steps") if getattr(self, k) is not None}
-        return dataclasses.replace(PRESETS[self.preset], **overrides)
+
+def _check_wired(cfg: RunConfig) -> None:
+    defaults = {"collect": CollectConfig(), "fit": FitConfig(), "train": TrainConfig(),
+                "regression": RegressionConfig(), "eval": EvalConfig()}
+    for stage, fields in WIRED.items():
+        given, default = getattr(cfg, stage), defaults[stage]
+        for name, instead in fields.items():
+            if getattr(given, name) != getattr(default, name):
+                raise ValueError(f"--{stage}.{name.replace('_', '-')} is set by the run; use {instead} instead"
+                                 if instead.startswith("--") else
+                                 f"--{stage}.{name.replace('_', '-')} is set by the run: it is {instead}")
+
+
+_PRESETS: dict[str, RunConfig] = {}
+
+
+def presets() -> dict[str, RunConfig]:
+    """The named run sizes, as ``RunConfig`` values (built on first use: the stage configs check task names)."""
+    if not _PRESETS:
+        four = ("reach-v3", "push-v3", "button-press-v3", "drawer-close-v3")
+        default = dict(tasks=four, collect=CollectConfig(episodes=50), train=TrainConfig(max_steps=1500),
+                       regression=RegressionConfig(steps=3000),
+                       eval=EvalConfig(episodes=10, n_envs=10, n_action_steps=5, horizon=150))
+        built = {
+            "quick": RunConfig(preset="default", tasks=("reach-v3", "button-press-v3"), collect=CollectConfig(episodes=4),
+                               train=TrainConfig(max_steps=30, hidden_size=32, n_layers=2),
+                               regression=RegressionConfig(steps=100),
+                               eval=EvalConfig(episodes=3, n_envs=3, n_action_steps=5, horizon=100)),
+            "default": RunConfig(preset="default", **default),
+            # The default run with 50 evaluation episodes per task: what docs/results.md reports; it
+            # reuses a finished default run's demos, tokenizers and models.
+            "report": RunConfig(preset="default", **{**default, "eval": EvalConfig(episodes=50, n_envs=10,
+                                                                                  n_action_steps=5, horizon=150)}),
+            "large": RunConfig(preset="default", tasks=("reach-v3", "push-v3", "pick-place-v3", "button-press-v3",
+                                                        "drawer-close-v3", "door-open-v3"),
+                               collect=CollectConfig(episodes=100),
+                               train=TrainConfig(max_steps=4000, hidden_size=256, n_layers=6),
+                               regression=RegressionConfig(steps=6000),
+                               eval=EvalConfig(episodes=50, n_envs=25, n_action_steps=5, horizon=150)),
+        }
+        _PRESETS.update({name: dataclasses.replace(cfg, preset=name, out=None) for name, cfg in built.items()})
+    return _PRESETS
+
+
+def unknown_preset(name: str) -> str:
+    import difflib
+
+    hint = difflib.get_close_matches(name, PRESET_NAMES, n=1)
+    return f"unknown preset {name!r}; valid: {sorted(PRESET_NAMES)}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+
+
+def run_config(preset: str = "default", **changes: Any) -> RunConfig:
+    """A preset with changes; a stage's changes as a dict: ``run_config("quick", train={"max_steps": 2})``."""
+    if preset not in presets():
+        raise ValueError(unknown_preset(preset))
+    base = presets()[preset]
+    for stage in WIRED:
+        if isinstance(changes.get(stage), dict):
+            changes[stage] = dataclasses.replace(getattr(base, stage), **changes[stage])
+    return dataclasses.replace(base, preset=preset, **{"out": None, **changes})
+
+
+def default_from_argv(argv: list[str]) -> RunConfig:
+    """The preset named by ``--preset NAME`` in a command line (the CLI's starting values)."""
+    name = "default"
+    for i, a in enumerate(argv):
+        if a == "--preset" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif a.startswith("--preset="):
+            name = a.split("=", 1)[1]
+    if name not in presets():
+        raise ValueError(unknown_preset(name))
+    return presets()[name]
 
 
 # ---------------------------------------------------------------------------- stage reuse
@@ -161,12 +223,12 @@ def run_stage(stage: Stage, name: str, fn: Callable[[], Any], log: dict[str, Any
 
 
 # ---------------------------------------------------------------------------- the stages
-def collect_stage(cfg: RunConfig, p: Preset, log: dict) -> Stage:
-    from eval.collect import CollectConfig, run_collect
+def collect_stage(cfg: RunConfig, log: dict) -> Stage:
+    from eval.collect import run_collect
 
-    collect = CollectConfig(tasks=p.tasks, episodes=p.demos_per_task, out=cfg.out / "demos", seed=cfg.seed,
-                            overwrite=True, progress=cfg.progress)
-    stage = Stage(cfg.out / "demos", {"collect": dataclasses.asdict(collect)})
+    collect = dataclasses.replace(cfg.collect, tasks=cfg.tasks, out=cfg.out / "demos", seed=cfg.seed, overwrite=True,
+                                  progress=cfg.progress)
+    stage = Stage(collect.out, {"collect": _portable(dataclasses.asdict(collect))})
     run_stage(stage, "collect", lambda: run_collect(collect), log)
     return stage
 
@@ -177,18 +239,19 @@ def demo_split(cfg: RunConfig, demos: Stage) -> EpisodeSplit:
     from action_tokenizers.split import split_episodes
 
     episodes = [ep.index for ep in load_episodes(demos.path, keys=("action",), with_tasks=False)]
-    return split_episodes(episodes, HELDOUT_FRACTION, cfg.seed)
+    return split_episodes(episodes, cfg.heldout_fraction, cfg.seed)
 
 
-def fit_stage(cfg: RunConfig, p: Preset, demos: Stage, split: EpisodeSplit, log: dict) -> dict[str, Stage]:
+def fit_stage(cfg: RunConfig, demos: Stage, split: EpisodeSplit, log: dict) -> dict[str, Stage]:
     """Fit each family on the training episodes; the report measures them on held-out episodes."""
-    from action_tokenizers.cli import DataArgs, build_tokenizer, fit_tokenizer, split_chunks
+    from action_tokenizers.cli import build_tokenizer, fit_tokenizer, split_chunks
     from action_tokenizers.report import default_sweep, write_report
 
-    data_args = DataArgs(dataset=str(demos.path), chunk_size=p.chunk_size, seed=cfg.seed,
-                         heldout_episodes=tuple(split.heldout_episodes))
-    stages = {f: Stage(cfg.out / "tokenizers" / f, {"demos": demos.fingerprint, "data": dataclasses.asdict(data_args),
-                                                     "family": f, "config": _family_config(f)})
+    fit = dataclasses.replace(cfg.fit, dataset=str(demos.path), seed=cfg.seed,
+                              heldout_episodes=tuple(split.heldout_episodes), progress=cfg.progress)
+    data_key = {k: v for k, v in _portable(dataclasses.asdict(fit)).items() if k not in FAMILIES}
+    stages = {f: Stage(cfg.out / "tokenizers" / f, {"demos": demos.fingerprint, "data": data_key, "family": f,
+                                                     "config": getattr(fit, f).to_dict()})
               for f in cfg.tokenizers}
     report = Stage(cfg.out / "tokenizers" / "report", {f: s.fingerprint for f, s in stages.items()})
     if all(s.done for s in stages.values()) and report.done:
@@ -196,35 +259,27 @@ def fit_stage(cfg: RunConfig, p: Preset, demos: Stage, split: EpisodeSplit, log:
             run_stage(s, f"fit {f}", lambda: None, log)
         run_stage(report, "tokenizer report", lambda: None, log)
         return stages
-    data = split_chunks(data_args)
+    data = split_chunks(fit)
     fitted, seconds = {}, {}
     for family, stage in stages.items():
-        def fit(family=family, stage=stage):
-            tok = build_tokenizer(family, _family_config_obj(family))
+        def fit_one(family=family, stage=stage):
+            tok = build_tokenizer(family, getattr(fit, family))
             tok.heldout_episodes = data.split.heldout_episodes
             seconds[family] = fit_tokenizer(tok, data.train)
             tok.save_pretrained(stage.path / "tokenizer")
-        run_stage(stage, f"fit {family}", fit, log)
+        run_stage(stage, f"fit {family}", fit_one, log)
         fitted[family] = _load_tokenizer(stage)
         seconds.setdefault(family, read_json(stage.path / "stage.json")["seconds"])  # a reused fit keeps its time
 
     def report_fn():
         with atomic_directory(report.path, kind="report", overwrite=True) as tmp:
             write_report(tmp, list(fitted.items()), data.test, train=data.train, fit_seconds=seconds or None,
-                         sweep=default_sweep(tuple(fitted)), action_names=data.action_names,
+                         sweep=default_sweep(tuple(fitted)) if fit.sweep else None, action_names=data.action_names,
                          title=f"Tokenizers on the demo set ({data.note})", progress=cfg.progress)
         for family, tok in fitted.items():  # the measured figures go into each tokenizer's model card
             tok.save_pretrained(stages[family].path / "tokenizer")
     run_stage(report, "tokenizer report", report_fn, log)
     return stages
-
-
-def _family_config_obj(family: str):
-    return FAMILIES[family].config_class()()
-
-
-def _family_config(family: str) -> dict[str, Any]:
-    return _family_config_obj(family).to_dict()
 
 
 def _load_tokenizer(stage: Stage):
@@ -233,16 +288,16 @@ def _load_tokenizer(stage: Stage):
     return AutoActionTokenizer.from_pretrained(stage.path / "tokenizer")
 
 
-def train_stage(cfg: RunConfig, p: Preset, demos: Stage, split: EpisodeSplit, tokenizers: dict[str, Stage],
+def train_stage(cfg: RunConfig, demos: Stage, split: EpisodeSplit, tokenizers: dict[str, Stage],
                 log: dict) -> dict[str, Stage]:
-    from training.train import TrainConfig, run_train
+    from training.train import run_train
 
     stages = {}
     for family, tok_stage in tokenizers.items():
-        train = TrainConfig(dataset=demos.path, tokenizer=tok_stage.path / "tokenizer", out=cfg.out / "models" / family,
-                            model=cfg.model, max_steps=p.train_steps, hidden_size=p.hidden_size, n_layers=p.n_layers,
-                            seed=cfg.seed, heldout_episodes=tuple(split.heldout_episodes), overwrite=True,
-                            progress=cfg.progress)
+        train = dataclasses.replace(cfg.train, dataset=str(demos.path), tokenizer=str(tok_stage.path / "tokenizer"),
+                                    out=cfg.out / "models" / family, seed=cfg.seed,
+                                    heldout_episodes=tuple(split.heldout_episodes), overwrite=True,
+                                    progress=cfg.progress)
         key = {"tokenizer": tok_stage.fingerprint, "train": _portable(dataclasses.asdict(train))}
         stage = Stage(train.out, key)
         run_stage(stage, f"train {family}", lambda train=train: run_train(train), log)
@@ -250,40 +305,52 @@ def train_stage(cfg: RunConfig, p: Preset, demos: Stage, split: EpisodeSplit, to
     return stages
 
 
-def regression_stage(cfg: RunConfig, p: Preset, demos: Stage, split: EpisodeSplit, log: dict) -> Stage:
-    from training.regression import RegressionConfig, run_train_regression
+def regression_stage(cfg: RunConfig, demos: Stage, split: EpisodeSplit, log: dict) -> Stage:
+    from training.regression import run_train_regression
 
-    reg = RegressionConfig(dataset=demos.path, out=cfg.out / "models" / "regression", chunk_size=p.chunk_size,
-                           steps=p.regression_steps, seed=cfg.seed, heldout_episodes=tuple(split.heldout_episodes),
-                           progress=cfg.progress)
+    reg = dataclasses.replace(cfg.regression, dataset=str(demos.path), out=cfg.out / "models" / "regression",
+                              chunk_size=cfg.fit.chunk_size, seed=cfg.seed,
+                              heldout_episodes=tuple(split.heldout_episodes), progress=cfg.progress)
     stage = Stage(reg.out, {"demos": demos.fingerprint, "regression": _portable(dataclasses.asdict(reg))})
     run_stage(stage, "train regression", lambda: run_train_regression(reg), log)
     return stage
 
 
-def eval_stage(cfg: RunConfig, p: Preset, policies: dict[str, Stage], log: dict) -> dict[str, Any]:
-    """Roll out every policy and the expert on the same seeds; returns the merged results."""
-    from eval.evaluate import EXPERT, EvalConfig, run_eval
+def eval_stage(cfg: RunConfig, policies: dict[str, Stage], log: dict) -> dict[str, Any]:
+    """Roll out every policy on the same seeds; the expert once, as every policy's regret reference."""
+    from eval.evaluate import EXPERT, evaluate_expert, run_eval
     from eval.rollout import EnvPool
 
     merged: dict[str, Any] = {}
-    pool = EnvPool()  # environments are built once and shared by every evaluation (they cost seconds each)
-    for name, stage in policies.items():
-        ev = EvalConfig(policy=str(stage.path), tasks=p.tasks, episodes=p.eval_episodes, out=cfg.out / "eval" / name,
-                        seed=1000 + cfg.seed, n_action_steps=p.n_action_steps, n_envs=p.n_envs,
-                        max_steps=p.max_steps, name=name, progress=cfg.progress)
-        ev_stage = Stage(ev.out, {"policy": stage.fingerprint, "eval": _portable(dataclasses.asdict(ev))})
-        run_stage(ev_stage, f"eval {name}", lambda ev=ev: run_eval(ev, pool=pool), log)
-        results = read_json(ev.out / "results.json")
-        merged[name] = results[name]
-        merged.setdefault(EXPERT, results[EXPERT])  # same seeds in every eval: one expert reference
-    pool.close()
+    expert = None
+    with EnvPool() as pool:  # environments are built once and shared by every evaluation (they cost seconds each)
+        for name, stage in policies.items():
+            ev = dataclasses.replace(cfg.eval, policy=str(stage.path), tasks=cfg.tasks, out=cfg.out / "eval" / name,
+                                     seed=cfg.eval.seed + cfg.seed, name=name, overwrite=True, progress=cfg.progress)
+            ev_stage = Stage(ev.out, {"policy": stage.fingerprint, "eval": _portable(dataclasses.asdict(ev))})
+
+            def evaluate(ev=ev):
+                nonlocal expert
+                expert = expert or evaluate_expert(ev, pool)  # the same seeds for every policy
+                run_eval(ev, pool=pool, expert=expert)
+            run_stage(ev_stage, f"eval {name}", evaluate, log)
+            results = read_json(ev.out / "results.json")
+            merged[name] = results[name]
+            merged.setdefault(EXPERT, results[EXPERT])
     return merged
 
 
 def _portable(d: dict[str, Any]) -> dict[str, Any]:
     """Config dict for fingerprints: paths as given (not resolved), progress flags dropped."""
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items() if k != "progress"}
+
+
+def _config_json(cfg: RunConfig) -> dict[str, Any]:
+    """The run's settings for results.json: run-level fields and each stage's own options (not the wired ones)."""
+    top = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items() if k not in WIRED}
+    for stage, wired in WIRED.items():
+        top[stage] = {k: v for k, v in _portable(dataclasses.asdict(getattr(cfg, stage))).items() if k not in wired}
+    return top
 
 
 # ---------------------------------------------------------------------------- the job
@@ -298,18 +365,17 @@ def run_main(cfg: RunConfig) -> dict[str, Any]:
 
 
 def _run_main(cfg: RunConfig, folder: OutputFolder) -> dict[str, Any]:
-    p = cfg.resolved()
     start, log = time.perf_counter(), {}
-    demos = collect_stage(cfg, p, log)
+    demos = collect_stage(cfg, log)
     split = demo_split(cfg, demos)
-    tokenizers = fit_stage(cfg, p, demos, split, log)
-    models = train_stage(cfg, p, demos, split, tokenizers, log)
-    models["regression"] = regression_stage(cfg, p, demos, split, log)
-    results = eval_stage(cfg, p, models, log)
+    tokenizers = fit_stage(cfg, demos, split, log)
+    models = train_stage(cfg, demos, split, tokenizers, log)
+    models["regression"] = regression_stage(cfg, demos, split, log)
+    results = eval_stage(cfg, models, log)
     offline = _offline_figures(cfg, models)
     for name, figures in offline.items():
         results[name].update(figures)
-    results["meta"] = {"preset": cfg.preset, "config": _portable(dataclasses.asdict(p)), "seed": cfg.seed,
+    results["meta"] = {"preset": cfg.preset, "config": _config_json(cfg), "seed": cfg.seed,
                        "heldout_episodes": split.heldout_episodes,
                        "stages": log, "seconds": time.perf_counter() - start,
                        "stage_seconds": sum(s["seconds"] or 0.0 for s in log.values()), "machine": _machine()}
@@ -390,7 +456,7 @@ def _write(out: Path, results: dict[str, Any]) -> None:
     plots = write_plots(results, out)
     meta = results["meta"]
     md = [f"# Main job: preset `{meta['preset']}`", "",
-          f"Tasks: {', '.join(meta['config']['tasks'])}; {meta['config']['eval_episodes']} evaluation episodes per task; "
+          f"Tasks: {', '.join(meta['config']['tasks'])}; {meta['config']['eval']['episodes']} evaluation episodes per task; "
           f"{meta['stage_seconds'] / 60:.1f} min of stage time on {meta['machine']['cpus']} CPUs "
           f"(this invocation: {meta['seconds'] / 60:.1f} min; finished stages are reused).", "",
           headline_table(results), "",

@@ -3,7 +3,7 @@
 A batch is ``n_envs`` instances of one task stepped in lockstep, one seed each. Every
 ``n_action_steps`` steps the policy is called once for all still-running instances and returns a
 chunk ``(b, h, d)``; each instance executes the first ``n_action_steps`` actions of its row, then
-the policy re-plans (receding horizon). Episodes run a fixed horizon of ``max_steps`` (success is
+the policy re-plans (receding horizon). Episodes run a fixed ``horizon`` of steps (success is
 "succeeded at some step"), so returns are comparable between policies and regret is meaningful.
 
 Faults are recorded, not hidden: an environment that raises ends that episode as failed with the
@@ -191,13 +191,13 @@ def _step(batch: _Batch, i: int, action: np.ndarray, t: int, stop_on_success: bo
 
 
 def _run_batch(
-    policy: Any, batch: _Batch, n_action_steps: int, max_steps: int, stop_on_success: bool
+    policy: Any, batch: _Batch, n_action_steps: int, horizon: int, stop_on_success: bool
 ) -> None:
     start = time.perf_counter()
     if hasattr(policy, "reset"):
         policy.reset()
     batch.reset()
-    for t in range(max_steps):
+    for t in range(horizon):
         rows = batch.running()
         if not rows:
             break
@@ -252,7 +252,7 @@ def rollout(
     seeds: Iterable[int],
     *,
     n_action_steps: int | None = None,
-    max_steps: int = 200,
+    horizon: int = 200,
     n_envs: int = 4,
     stop_on_success: bool = False,
     render_episodes: int = 0,
@@ -278,8 +278,8 @@ def rollout(
 
     seeds = [int(s) for s in seeds]
     n_steps = int(n_action_steps or policy.chunk_size)
-    if max_steps < 1 or n_envs < 1 or not seeds:
-        raise ValueError(f"need max_steps >= 1, n_envs >= 1 and at least one seed; got {max_steps}, {n_envs}, {len(seeds)} seeds")
+    if horizon < 1 or n_envs < 1 or not seeds:
+        raise ValueError(f"need horizon >= 1, n_envs >= 1 and at least one seed; got {horizon}, {n_envs}, {len(seeds)} seeds")
     own_pool = pool is None
     pool = EnvPool(env_factory) if own_pool else pool
     render = (render_kwargs or {"render_mode": "rgb_array"}) if render_episodes > 0 else None
@@ -295,7 +295,7 @@ def rollout(
                 filmed = [lo + j < render_episodes for j in range(len(batch_seeds))]
                 texts = [description if instructions is None else instructions(task, lo + j) for j in range(len(batch_seeds))]
                 batch = _Batch(envs[: len(batch_seeds)], task, batch_seeds, filmed, texts)
-                _run_batch(policy, batch, n_steps, max_steps, stop_on_success)
+                _run_batch(policy, batch, n_steps, horizon, stop_on_success)
                 _collect(result, batch)
                 bar.update(len(batch_seeds))
                 bar.set_postfix(task=task, success=f"{np.mean([e.success for e in batch.records]):.2f}")

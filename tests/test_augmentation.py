@@ -93,10 +93,10 @@ LINEAR = dict(tasks=["reach-v3"], seeds=[3], n_envs=1)
 
 
 def test_exact_model_augmentation_equals_closed_loop() -> None:
-    aug = augmented_rollout(ChunkPolicy(), _exact_model(), "metaworld", n_action_steps=2, max_steps=20,
+    aug = augmented_rollout(ChunkPolicy(), _exact_model(), "metaworld", n_action_steps=2, horizon=20,
                             env_factory=_linear_envs(), **LINEAR).episodes[0]
     policy = ChunkPolicy()
-    ref = rollout(policy, "metaworld", n_action_steps=2, max_steps=20, env_factory=_linear_envs(), **LINEAR).episodes[0]
+    ref = rollout(policy, "metaworld", n_action_steps=2, horizon=20, env_factory=_linear_envs(), **LINEAR).episodes[0]
     assert aug.length == ref.length == 20 and len(policy.queries) == 10
     np.testing.assert_allclose(aug.rewards, ref.rewards, atol=1e-9)  # the same real trajectory
     assert aug.model_drift < 1e-9 and aug.episode_return == pytest.approx(ref.episode_return)
@@ -106,7 +106,7 @@ def test_policy_is_queried_on_model_states_and_executes_open_loop() -> None:
     model = _exact_model()
     model.bias = np.array([0.02, -0.01])
     policy = ChunkPolicy()
-    ep = augmented_rollout(policy, model, "metaworld", max_steps=30, env_factory=_linear_envs(noise=0.05),
+    ep = augmented_rollout(policy, model, "metaworld", horizon=30, env_factory=_linear_envs(noise=0.05),
                            **LINEAR).episodes[0]  # n_action_steps = chunk size 4
     assert len(policy.queries) == 8  # ceil(30 / 4)
     start, _ = LinearEnv().reset(seed=3)
@@ -213,8 +213,8 @@ def test_metaworld_policy_is_queried_on_model_states_with_the_closed_loop_seeds(
     seeds, steps = [1000, 1001], 12
     aug_policy, cl_policy = SpyPolicy(), SpyPolicy()
     with EnvPool() as pool:
-        aug = augmented_rollout(aug_policy, model, "metaworld", [TASK], seeds, max_steps=steps, n_envs=1, pool=pool)
-        ref = rollout(cl_policy, "metaworld", [TASK], seeds, max_steps=steps, n_envs=1, pool=pool)
+        aug = augmented_rollout(aug_policy, model, "metaworld", [TASK], seeds, horizon=steps, n_envs=1, pool=pool)
+        ref = rollout(cl_policy, "metaworld", [TASK], seeds, horizon=steps, n_envs=1, pool=pool)
     assert [(e.task, e.seed, e.length) for e in aug.episodes] == [(e.task, e.seed, e.length) for e in ref.episodes] \
         == [(TASK, s, steps) for s in seeds]
     calls = steps // SpyPolicy.chunk_size  # 3 calls per episode, episodes run one after the other (n_envs=1)

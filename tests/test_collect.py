@@ -55,7 +55,7 @@ def test_episodes_end_after_success(metaworld_root: Path) -> None:
 
 def test_collect_json_records_seeds(metaworld_root: Path) -> None:
     meta = json.loads((metaworld_root / "meta/collect.json").read_text())
-    assert meta["fps"] == 80 and meta["env"] == "metaworld" and meta["max_steps"] == 500
+    assert meta["fps"] == 80 and meta["env"] == "metaworld" and meta["horizon"] == 500
     for task, text in (("reach-v3", "Reach a goal position"), ("push-v3", "Push the puck to a goal")):
         entry = meta["tasks"][task]
         assert entry["description"] == text
@@ -105,12 +105,12 @@ def _flaky_expert(monkeypatch: pytest.MonkeyPatch, fail_calls: set[int], raise_o
 def test_failures_dropped_counted_and_replaced(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _flaky_expert(monkeypatch, fail_calls={1})
     out = tmp_path / "flaky"
-    r = run_collect(CollectConfig(tasks=("reach-v3",), episodes=2, out=out, seed=10, max_steps=150, progress=False))
+    r = run_collect(CollectConfig(tasks=("reach-v3",), episodes=2, out=out, seed=10, horizon=150, progress=False))
     assert r.kept == {"reach-v3": 2} and r.failures == {"reach-v3": 1}
     assert r.seeds == {"reach-v3": [10, 12]} and r.failed_seeds == {"reach-v3": [11]}
     meta = json.loads((out / "meta/collect.json").read_text())
     assert meta["tasks"]["reach-v3"]["dropped_failures"] == 1 and meta["tasks"]["reach-v3"]["failed_seeds"] == [11]
-    assert meta["max_steps"] == 150
+    assert meta["horizon"] == 150
     assert sorted(_frames(out).episode_index.unique()) == [0, 1]
 
 
@@ -143,7 +143,7 @@ def test_failed_overwrite_keeps_old_dataset(monkeypatch: pytest.MonkeyPatch, met
 def test_all_failures_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _flaky_expert(monkeypatch, fail_calls=set(range(100)))
     with pytest.raises(RuntimeError, match=r"reach-v3 failed all 3 episodes within 5 steps"):
-        run_collect(CollectConfig(tasks=("reach-v3",), episodes=1, out=tmp_path / "x", max_steps=5, progress=False))
+        run_collect(CollectConfig(tasks=("reach-v3",), episodes=1, out=tmp_path / "x", horizon=5, progress=False))
     assert not (tmp_path / "x").exists()
 
 
@@ -152,7 +152,7 @@ def test_all_failures_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     ({"tasks": ()}, "at least one task"),
     ({"tasks": ("push-v3", "push-v3")}, "duplicates"),
     ({"episodes": 0}, "episodes must be >= 1, got 0"),
-    ({"max_steps": 0}, "max_steps must be >= 1"),
+    ({"horizon": 0}, "horizon must be >= 1"),
     ({"env": "mw"}, "unknown env family 'mw'"),
     ({"repo_id": "demos"}, "owner/name"),
 ])
@@ -165,6 +165,6 @@ def test_config_parses_and_checks_limit(tmp_path: Path) -> None:
     cfg = CollectConfig(tasks=("push-v3,reach-v3",), out=str(tmp_path / "o"))
     assert cfg.tasks == ("push-v3", "reach-v3") and isinstance(cfg.out, Path)
     assert CollectConfig().tasks == ("reach-v3", "push-v3", "button-press-v3", "drawer-close-v3")
-    with pytest.raises(ValueError, match="max_steps=600 exceeds the env's episode limit of 500"):
-        run_collect(CollectConfig(tasks=("reach-v3",), episodes=1, out=tmp_path / "o", max_steps=600, progress=False))
+    with pytest.raises(ValueError, match="horizon=600 exceeds the env's episode limit of 500"):
+        run_collect(CollectConfig(tasks=("reach-v3",), episodes=1, out=tmp_path / "o", horizon=600, progress=False))
     assert not (tmp_path / "o").exists()

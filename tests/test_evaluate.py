@@ -33,7 +33,7 @@ def _check_results(results: dict, policies: set[str]) -> None:
 @pytest.mark.slow
 def test_expert_eval_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    cfg = EvalConfig(policy="expert", tasks=("reach-v3",), episodes=2, out=out, max_steps=60, n_envs=2,
+    cfg = EvalConfig(policy="expert", tasks=("reach-v3",), episodes=2, out=out, horizon=60, n_envs=2,
                      video=True, video_episodes=1, video_size=32, progress=False)
     results = run_eval(cfg)
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
@@ -58,7 +58,7 @@ def test_regression_baseline_through_the_whole_loop(metaworld_root: Path, tmp_pa
                                           layers=1, progress=False))
     out = tmp_path / "eval"
     results = run_eval(EvalConfig(policy=str(model), tasks=("reach-v3", "push-v3"), episodes=2, out=out,
-                                  max_steps=12, n_action_steps=3, n_envs=2, progress=False))
+                                  horizon=12, n_action_steps=3, n_envs=2, progress=False))
     _check_results(results, {"regression", "expert"})
     reg = results["regression"]
     assert reg["n_action_steps"] == 3 and reg["chunk_size"] == 4 and reg["errors"] == 0

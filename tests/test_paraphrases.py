@@ -72,12 +72,12 @@ def test_rollout_gives_each_episode_its_instruction_and_records_it() -> None:
             return np.zeros((len(batch["task"]), 2, 2))
 
     texts = {"reach-v3": ("first wording", "second wording")}
-    out = rollout(TextPolicy(), "metaworld", ["reach-v3"], [5, 6, 7], max_steps=4, n_envs=2,
+    out = rollout(TextPolicy(), "metaworld", ["reach-v3"], [5, 6, 7], horizon=4, n_envs=2,
                   env_factory=factory([FakeEnv(), FakeEnv()]),
                   instructions=lambda task, j: instruction_for(task, j, texts))
     assert [e.instruction for e in out.episodes] == ["first wording", "second wording", "first wording"]
     assert seen[0] == ["first wording", "second wording"] and seen[-1] == ["first wording"]
-    default = rollout(TextPolicy(), "metaworld", ["reach-v3"], [5], max_steps=2, n_envs=1, env_factory=factory([FakeEnv()]))
+    default = rollout(TextPolicy(), "metaworld", ["reach-v3"], [5], horizon=2, n_envs=1, env_factory=factory([FakeEnv()]))
     assert default.episodes[0].instruction == "Reach a goal position"  # the task description, as in the demos
 
 
@@ -100,7 +100,7 @@ def test_eval_reports_original_and_paraphrased_success_side_by_side(metaworld_ro
                           max_steps=2, batch_size=4, warmup_steps=1, eval_chunks=2, progress=False))
     tasks = ("reach-v3", "push-v3")
     out = tmp_path / "eval-lm"
-    results = run_eval(EvalConfig(policy=str(lm_dir), tasks=tasks, episodes=3, out=out, max_steps=6, n_action_steps=3,
+    results = run_eval(EvalConfig(policy=str(lm_dir), tasks=tasks, episodes=3, out=out, horizon=6, n_action_steps=3,
                                   n_envs=2, name="lm", paraphrased=True, progress=False))
     p = results["lm"]["paraphrased"]
     assert p["applicable"] and 0.0 <= p["success_rate"] <= 1.0 and set(p["per_task"]) == set(tasks)
@@ -118,5 +118,5 @@ def test_eval_reports_original_and_paraphrased_success_side_by_side(metaworld_ro
     run_train_regression(RegressionConfig(dataset=str(metaworld_root), out=reg_dir, chunk_size=4, steps=1, hidden=16,
                                           layers=1, progress=False))
     results = run_eval(EvalConfig(policy=str(reg_dir), tasks=("reach-v3",), episodes=1, out=tmp_path / "eval-reg",
-                                  max_steps=3, n_action_steps=3, n_envs=1, paraphrased=True, progress=False))
+                                  horizon=3, n_action_steps=3, n_envs=1, paraphrased=True, progress=False))
     assert results["regression"]["paraphrased"] == {"applicable": False, "reason": "takes the task from a closed set, not as text"}

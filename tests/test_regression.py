@@ -91,7 +91,7 @@ def test_bad_inputs_name_the_problem() -> None:
     with pytest.raises(ValueError, match="got 2 states but 1 task strings"):
         policy.predict_action_chunk({"observation.state": states, "task": TASKS[:1]})
     with pytest.raises(ValueError, match="--dataset is required"):
-        RegressionConfig()
+        run_train_regression(RegressionConfig())
     with pytest.raises(ValueError, match=r"--normalization must be one of"):
         RegressionConfig(dataset="x", normalization="zscore")
     with pytest.raises(ValueError, match="--steps must be >= 1"):

@@ -77,21 +77,21 @@ def _factory(envs: list[FakeEnv]):
     return make
 
 
-@pytest.mark.parametrize(("max_steps", "n_action_steps"), [(10, 3), (10, 4), (9, 3), (7, 1)])
-def test_policy_called_once_per_chunk(max_steps: int, n_action_steps: int) -> None:
+@pytest.mark.parametrize(("horizon", "n_action_steps"), [(10, 3), (10, 4), (9, 3), (7, 1)])
+def test_policy_called_once_per_chunk(horizon: int, n_action_steps: int) -> None:
     envs = [FakeEnv(), FakeEnv()]
     policy = CountingPolicy(chunk_size=4)
-    out = rollout(policy, "metaworld", [TASK], [0, 1], n_action_steps=n_action_steps, max_steps=max_steps,
+    out = rollout(policy, "metaworld", [TASK], [0, 1], n_action_steps=n_action_steps, horizon=horizon,
                   n_envs=2, env_factory=_factory(envs))
-    assert policy.calls == [2] * math.ceil(max_steps / n_action_steps)  # batched: one call for both envs
+    assert policy.calls == [2] * math.ceil(horizon / n_action_steps)  # batched: one call for both envs
     executed = [a[0] for a in envs[0].actions]
-    assert executed == pytest.approx([(t % n_action_steps) / 10.0 for t in range(max_steps)])
-    assert all(e.length == max_steps and len(e.latency_s) == len(policy.calls) for e in out.episodes)
+    assert executed == pytest.approx([(t % n_action_steps) / 10.0 for t in range(horizon)])
+    assert all(e.length == horizon and len(e.latency_s) == len(policy.calls) for e in out.episodes)
 
 
 def test_seeds_are_per_episode_and_reach_the_policy() -> None:
     envs = [FakeEnv(), FakeEnv()]
-    out = rollout(CountingPolicy(), "metaworld", [TASK], [7, 8, 9], max_steps=5, n_envs=2, env_factory=_factory(envs))
+    out = rollout(CountingPolicy(), "metaworld", [TASK], [7, 8, 9], horizon=5, n_envs=2, env_factory=_factory(envs))
     assert [e.seed for e in out.episodes] == [7, 8, 9]
     assert envs[0].resets == [7, 9] and envs[1].resets == [8]
     assert envs[1].actions[0][1] == pytest.approx(0.08)  # the seed-8 env's own observation drove its action
@@ -102,7 +102,7 @@ def test_seeds_are_per_episode_and_reach_the_policy() -> None:
 def test_env_raising_mid_episode_is_a_failed_episode_and_the_run_goes_on() -> None:
     envs = [FakeEnv(fail={1: 2}), FakeEnv(fail={1: 2})]
     policy = CountingPolicy()
-    out = rollout(policy, "metaworld", [TASK], [0, 1, 2], max_steps=6, n_envs=2, env_factory=_factory(envs))
+    out = rollout(policy, "metaworld", [TASK], [0, 1, 2], horizon=6, n_envs=2, env_factory=_factory(envs))
     by_seed = {e.seed: e for e in out.episodes}
     assert by_seed[1].error == "RuntimeError: simulator blew up at step 2"
     assert not by_seed[1].success and by_seed[1].length == 2
@@ -117,7 +117,7 @@ def test_reset_failure_is_recorded_too() -> None:
         def reset(self, seed=None):
             raise OSError("no display")
 
-    out = rollout(CountingPolicy(), "metaworld", [TASK], [0], max_steps=3, n_envs=1, env_factory=_factory([BadReset()]))
+    out = rollout(CountingPolicy(), "metaworld", [TASK], [0], horizon=3, n_envs=1, env_factory=_factory([BadReset()]))
     assert out.episodes[0].error == "OSError: no display" and out.episodes[0].length == 0
 
 
@@ -125,7 +125,7 @@ def test_reset_failure_is_recorded_too() -> None:
 def test_nonfinite_actions_are_clipped_and_counted(poison: float) -> None:
     envs = [FakeEnv(), FakeEnv()]
     policy = CountingPolicy(chunk_size=4, poison=poison)
-    out = rollout(policy, "metaworld", [TASK], [0, 1], n_action_steps=4, max_steps=8, n_envs=2, env_factory=_factory(envs))
+    out = rollout(policy, "metaworld", [TASK], [0, 1], n_action_steps=4, horizon=8, n_envs=2, env_factory=_factory(envs))
     first, second = out.episodes
     assert first.nonfinite_actions == 2 and second.nonfinite_actions == 0  # row 0, step 0 of each of 2 chunks
     sent = np.stack(envs[0].actions)
@@ -138,13 +138,13 @@ def test_mismatched_action_dim_rejected_before_any_step() -> None:
     env = FakeEnv(action_dim=3)
     policy = CountingPolicy(action_dim=2)
     with pytest.raises(ValueError, match="action dimension 2 does not match the environment's 3"):
-        rollout(policy, "metaworld", [TASK], [0], max_steps=5, n_envs=1, env_factory=_factory([env]))
+        rollout(policy, "metaworld", [TASK], [0], horizon=5, n_envs=1, env_factory=_factory([env]))
     assert policy.calls == [] and env.actions == [] and env.resets == []
 
 
 def test_n_action_steps_longer_than_chunk_rejected() -> None:
     with pytest.raises(ValueError, match=r"n_action_steps must be in \[1, chunk_size=4\], got 5"):
-        rollout(CountingPolicy(), "metaworld", [TASK], [0], n_action_steps=5, max_steps=5, env_factory=_factory([FakeEnv()]))
+        rollout(CountingPolicy(), "metaworld", [TASK], [0], n_action_steps=5, horizon=5, env_factory=_factory([FakeEnv()]))
 
 
 def test_wrong_chunk_shape_is_a_clear_error() -> None:
@@ -153,7 +153,7 @@ def test_wrong_chunk_shape_is_a_clear_error() -> None:
             return np.zeros((1, 2, 2))
 
     with pytest.raises(ValueError, match=r"policy returned chunks of shape \(1, 2, 2\)"):
-        rollout(Short(chunk_size=4), "metaworld", [TASK], [0], n_action_steps=3, max_steps=5, env_factory=_factory([FakeEnv()]))
+        rollout(Short(chunk_size=4), "metaworld", [TASK], [0], n_action_steps=3, horizon=5, env_factory=_factory([FakeEnv()]))
 
 
 def test_env_pool_reuses_instances() -> None:

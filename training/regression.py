@@ -74,8 +74,6 @@ class RegressionConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
-        if not str(self.dataset):
-            raise ValueError("--dataset is required (a LeRobot v3 dataset with observation.state and tasks)")
         for name in ("chunk_size", "hidden", "layers", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -290,6 +288,8 @@ def run_train_regression(cfg: RegressionConfig) -> RegressionResult:
     """Load chunks, fit the normalizers, train the MLP, write ``cfg.out`` atomically."""
     from action_tokenizers.split import episode_split
 
+    if not str(cfg.dataset):
+        raise ValueError("--dataset is required (a LeRobot v3 dataset with observation.state and tasks)")
     start = time.perf_counter()
     cs = _load(cfg)
     split = episode_split(cs.episode_index, cfg.eval_fraction, cfg.seed, cfg.heldout_episodes)
