@@ -175,6 +175,9 @@ def dataset_features(dataset: str) -> dict[str, dict[str, Any]]:
         if not info.is_file():
             raise ValueError(f"{root} is not a LeRobot v3 dataset: {info} is missing")
         return read_json(info, what="dataset info").get("features", {})
+    if dataset.count("/") != 1 or dataset.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"dataset {dataset!r} is neither an existing directory nor a Hub id 'owner/name'; "
+                                "pass the root of a LeRobot v3 dataset (the folder holding meta/info.json)")
     from lerobot.datasets import LeRobotDatasetMetadata
 
     try:

@@ -81,6 +81,8 @@ def test_dataset_of_another_shape_or_keys_is_refused_naming_both(so101_root: Pat
     with pytest.raises(ValueError, match=rf"dataset {stateless} has no feature 'observation.state', from which "
                                          rf"policy {policy} reads its 6-D state"):
         run_open_loop(OpenLoopConfig(policy=str(policy), dataset=str(stateless), out=out, progress=False))
+    with pytest.raises(FileNotFoundError, match="neither an existing directory nor a Hub id"):
+        run_open_loop(OpenLoopConfig(policy=str(policy), dataset=str(tmp_path / "missing"), out=out, progress=False))
     other_key = _stub_policy(tmp_path / "policy_actions", action_key="actions")
     with pytest.raises(ValueError, match=r"has no feature 'actions'.*features are \[.*'action'"):
         run_open_loop(OpenLoopConfig(policy=str(other_key), dataset=str(so101_root), out=out, progress=False))
