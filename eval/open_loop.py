@@ -59,6 +59,7 @@ __all__ = [
     "run_open_loop",
     "token_agreement",
     "tokenizer_only",
+    "trained_on",
 ]
 
 HELD_OUT, ALL = "held-out", "all"
@@ -288,6 +289,16 @@ def _constant_episodes(dataset: str, rec: PolicyRecord, available: list[int], sc
     return rest or list(scored)
 
 
+def trained_on(rec: PolicyRecord, dataset: str, scored: list[int]) -> list[int] | None:
+    """Scored episodes the model was trained on (its figures there are in-sample); None when unknown."""
+    if rec.train_dataset is None:
+        return None
+    if not _same_path(rec.train_dataset, dataset):
+        return []
+    held = set(rec.heldout_episodes or [])
+    return [e for e in scored if e not in held]
+
+
 def _same_path(a: str, b: str) -> bool:
     try:
         return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
@@ -433,6 +444,7 @@ def _run(cfg: OpenLoopConfig) -> dict[str, Any]:
     pol_pred = predict(policy, chunks, rec.state_key, cfg.batch_size)
     true_ids = None if tok_pred is None else tok_pred.ids
     entry: dict[str, Any] = {"open_loop": _row(pol_pred, chunks, true_ids, cfg.batch_size)}
+    entry["open_loop"]["trained_on_episodes"] = trained_on(rec, cfg.dataset, chunks.episodes)
     if tok_pred is not None:
         entry["open_loop"]["tokenizer_only"] = _row(tok_pred, chunks, None, cfg.batch_size)
         entry["family"] = getattr(tok, "family", None)
@@ -440,11 +452,14 @@ def _run(cfg: OpenLoopConfig) -> dict[str, Any]:
     const = np.broadcast_to(chunks.constant_action, chunks.actions.shape)
     results: dict[str, Any] = {name: entry,
                                CONSTANT: {"open_loop": {**chunk_errors(const, chunks.actions, chunks.action_names),
-                                                        "episodes": chunks.constant_episodes}}}
+                                                        "episodes": chunks.constant_episodes,
+                                                        "trained_on_episodes": sorted(set(chunks.constant_episodes)
+                                                                                      & set(chunks.episodes))}}}
     predicted = {name: pol_pred.actions}
     if reg_rec is not None:
         reg_pred = predict(load_policy(cfg.regression), chunks, reg_rec.state_key, cfg.batch_size)
         results[REGRESSION] = {"open_loop": _row(reg_pred, chunks, None, cfg.batch_size)}
+        results[REGRESSION]["open_loop"]["trained_on_episodes"] = trained_on(reg_rec, cfg.dataset, chunks.episodes)
         predicted[REGRESSION] = reg_pred.actions
     results["meta"] = _meta(cfg, chunks, time.perf_counter() - start)
     _write(cfg, results, chunks, predicted)
@@ -488,6 +503,12 @@ def _rows(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return rows
 
 
+def _in_sample_notes(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per row whose model saw scored episodes in training (its figures there are in-sample)."""
+    return [f"**{name}** was trained (or, for the constant, averaged) on scored episodes {r['trained_on_episodes']}: "
+            "its figures on them are in-sample." for name, r in rows.items() if r.get("trained_on_episodes")]
+
+
 def open_loop_markdown(results: dict[str, Any]) -> str:
     """Markdown: one row per policy / tokenizer / baseline, then MAE per dimension and per chunk step."""
     rows = _rows(results)
@@ -499,6 +520,7 @@ def open_loop_markdown(results: dict[str, Any]) -> str:
     lines = [f"Open loop on {meta.get('dataset', '?')}: episodes {meta.get('episodes')}, {meta.get('n_chunks')} chunks "
              f"of {meta.get('chunk_size')} steps (stride {meta.get('stride')}); skipped episodes shorter than the chunk: "
              f"{meta.get('n_skipped_episodes', 0)} {meta.get('skipped_episodes', [])}. Errors in raw action units.", "",
+             *[line for note in _in_sample_notes(rows) for line in (note, "")],
              "| row | MAE | RMSE | worst | token acc | exact | malformed | tokens / chunk | latency / chunk (ms) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():

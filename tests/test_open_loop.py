@@ -185,6 +185,7 @@ def test_open_loop_on_the_held_out_episode(evaluated: tuple[dict, Path], trained
     assert 0.0 <= entry["token_accuracy"] <= 1.0 and 0.0 <= entry["exact_share"] <= 1.0
     assert entry["malformed"] == 0 and entry["latency_s_per_chunk"] > 0 and entry["tokens_per_chunk"] == 60.0
     assert entry["n_chunks"] == 373 - 10 + 1  # every full chunk of the held-out episode, stride 1
+    assert entry["trained_on_episodes"] == [] and reg["trained_on_episodes"] == [] and const["trained_on_episodes"] == []
 
     # the constant baseline, directly: mean action over the training episodes, against every full chunk
     import pandas as pd
@@ -222,6 +223,10 @@ def test_cli_eval_with_a_dataset_runs_open_loop(trained: Path, so101_root: Path,
     results = json.loads((out / "results.json").read_text())
     assert results["meta"]["episodes"] == [0, 3] and results["meta"]["n_chunks"] == 2 * 8  # starts 0, 50, ..., 350
     assert sorted(p.name for p in out.glob("trajectories_*.png")) == ["trajectories_episode_0.png"]
+    held = json.loads((trained / "policy_config.json").read_text())["heldout_episodes"]
+    seen = sorted({0, 3} - set(held))  # scored episodes the policy trained on: flagged as in-sample
+    assert results[trained.name]["open_loop"]["trained_on_episodes"] == seen
+    assert f"was trained (or, for the constant, averaged) on scored episodes {seen}" in (out / "results.md").read_text()
     bad = ["eval", "--policy", str(trained), "--dataset", str(so101_root), "--episodes", "7", "--out", str(tmp_path / "x")]
     assert main(bad) == 1
     assert "episodes [7] are not in" in capsys.readouterr().err
