@@ -1,6 +1,6 @@
 """Cold-process time of an actions-only ``load_chunks`` (what a CLI command pays before its first chunk).
 
-    .venv/bin/python benchmarks/cold_load.py [--dataset ../shared/data/so101_record_test] [--repeats 5]
+    .venv/bin/python -m benchmarks.cold_load [--dataset ../shared/data/so101_record_test] [--repeats 5]
 
 Each repeat starts a fresh interpreter (nothing imported, the environment's bytecode settings as
 they are), imports ``action_tokenizers.data`` and loads every chunk of the dataset; the figure is

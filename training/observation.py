@@ -21,6 +21,7 @@ safetensors. The encoder is built by name from ``ENCODERS``.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -113,12 +114,16 @@ class StateProjection(ObservationEncoder):
 
 
 ENCODERS: dict[str, type[ObservationEncoder]] = {StateProjection.name: StateProjection}
+LAZY_ENCODERS = {"image_state": "training.vision"}
+"""Encoders in other modules, imported when a saved config names them (camera images: training.vision)."""
 
 
 def build_encoder(config: dict[str, Any]) -> ObservationEncoder:
     """Encoder from its saved config (``name`` picks the class)."""
     cfg = dict(config)
     name = cfg.pop("name", None)
+    if name not in ENCODERS and name in LAZY_ENCODERS:  # registers itself on import
+        importlib.import_module(LAZY_ENCODERS[name])
     if name not in ENCODERS:
         raise ValueError(f"unknown observation encoder {name!r}; valid: {sorted(ENCODERS)}")
     try:
