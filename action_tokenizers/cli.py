@@ -23,27 +23,11 @@ from action_tokenizers.auto import load_tokenizer
 from action_tokenizers.base import ActionTokenizer, TokenizerConfig
 from action_tokenizers.io import atomic_directory, check_output, write_json
 from action_tokenizers.registry import FAMILIES, tokenizer_class
-from action_tokenizers.split import EpisodeSplit, episode_split
+from action_tokenizers.split import DataSelection, EpisodeSplit
 
 
-@dataclass
-class DataArgs:
-    """Which chunks to read from a LeRobot v3 dataset."""
-
-    dataset: str = ""
-    """LeRobot v3 dataset: a local root or a Hub repo id."""
-    action_key: str = "action"
-    """Feature holding the actions (some datasets use 'actions')."""
-    chunk_size: int = 10
-    """Chunk length h in steps."""
-    stride: int = 1
-    """Frames between the starts of consecutive chunks."""
-    eval_fraction: float = 0.1
-    """Share of episodes held out for the report (0 measures on the training chunks)."""
-    seed: int = 0
-    """Seed for the episode split and the report's random corruptions."""
-    heldout_episodes: tuple[int, ...] | None = None
-    """Held-out episode indices (overrides --eval-fraction; the main job passes one split to every stage)."""
+DataArgs = DataSelection
+"""Which chunks to read (the one data selection of every stage, :class:`action_tokenizers.split.DataSelection`)."""
 
 
 @dataclass
@@ -66,10 +50,9 @@ class _FitOptions(DataArgs):
     """After fitting, upload OUT/tokenizer (with its model card) to this Hub repo id."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.tokenizer not in FAMILIES:
             raise ValueError(f"--tokenizer must be one of {sorted(FAMILIES)}, got {self.tokenizer!r}")
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
 
     def family_config(self) -> TokenizerConfig:
         return getattr(self, self.tokenizer)
@@ -121,7 +104,7 @@ def split_chunks(args: DataArgs) -> SplitChunks:
 
     root = resolve_dataset(args.dataset)  # a local root as is; a Hub id as a snapshot of meta/ and data/
     cs = load_chunks(root, chunk_size=args.chunk_size, stride=args.stride, action_key=args.action_key, pad="drop")
-    split = episode_split(cs.episode_index, args.eval_fraction, args.seed, args.heldout_episodes)
+    split = args.split(cs.episode_index)
     train, test = split.rows(cs.episode_index)
     if not len(test):
         return SplitChunks(cs.actions, cs.actions, cs.action_names, cs.stats, split)

@@ -16,7 +16,45 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["EpisodeSplit", "split_episodes", "episode_split"]
+__all__ = ["DataSelection", "EpisodeSplit", "episode_split", "split_episodes"]
+
+
+@dataclass
+class DataSelection:
+    """Which chunks of a LeRobot v3 dataset a stage reads, and which of its episodes are held out.
+
+    Declared once: the fit, training and regression configs extend it, so the options are the
+    same everywhere (``--dataset``, ``--action-key``, ``--chunk-size``, ``--stride``,
+    ``--eval-fraction``, ``--heldout-episodes``, ``--seed``).
+    """
+
+    dataset: str = ""
+    """LeRobot v3 dataset: a local root or a Hub dataset id 'owner/name' (required)."""
+    action_key: str = "action"
+    """Feature holding the actions (some datasets use 'actions')."""
+    chunk_size: int | None = 10
+    """Chunk length h in steps."""
+    stride: int = 1
+    """Frames between the starts of consecutive chunks."""
+    eval_fraction: float = 0.1
+    """Share of episodes held out (0: none); used when --heldout-episodes is not given."""
+    heldout_episodes: tuple[int, ...] | None = None
+    """Held-out episode indices (the main job passes one split to every stage)."""
+    seed: int = 0
+    """Seed of the episode split (and of the stage's own randomness)."""
+
+    def __post_init__(self) -> None:
+        self.dataset = str(self.dataset)
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.stride < 1 or (self.chunk_size is not None and self.chunk_size < 1):
+            raise ValueError(f"--stride and --chunk-size must be >= 1, got {self.stride}, {self.chunk_size}")
+        if self.heldout_episodes is not None:
+            self.heldout_episodes = tuple(int(e) for e in self.heldout_episodes)
+
+    def split(self, episode_index: Sequence[int] | np.ndarray) -> "EpisodeSplit":
+        """This selection's split of the episodes in ``episode_index``."""
+        return episode_split(episode_index, self.eval_fraction, self.seed, self.heldout_episodes)
 
 
 @dataclass(frozen=True)

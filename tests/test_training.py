@@ -84,7 +84,7 @@ def test_batch_order_is_a_pure_function_of_step_and_covers_each_epoch() -> None:
 def test_config_validation_names_the_bad_value(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"vocab_strategy must be one of \('add', 'tail'\), got 'middle'"):
         TrainConfig(dataset=tmp_path, tokenizer=tmp_path, out=tmp_path, vocab_strategy="middle")
-    with pytest.raises(ValueError, match="eval_fraction must be in"):
+    with pytest.raises(ValueError, match="eval-fraction must be in"):
         TrainConfig(dataset=tmp_path, tokenizer=tmp_path, out=tmp_path, eval_fraction=1.0)
     with pytest.raises(ValueError, match="not divisible by n_heads"):
         TrainConfig(dataset=tmp_path, tokenizer=tmp_path, out=tmp_path, hidden_size=30, n_heads=4)

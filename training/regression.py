@@ -27,6 +27,7 @@ import numpy as np
 
 from action_tokenizers.io import atomic_directory, read_json, write_json
 from action_tokenizers.normalize import MODES, Normalizer
+from action_tokenizers.split import DataSelection
 
 __all__ = ["REGRESSION_MARKER", "RegressionConfig", "RegressionPolicy", "RegressionResult", "run_train_regression"]
 
@@ -37,17 +38,13 @@ POLICY_TYPE = "regression"
 
 
 @dataclass
-class RegressionConfig:
+class RegressionConfig(DataSelection):
     """Train the regression-BC baseline (an MLP predicting a normalized action chunk) on a dataset."""
 
-    dataset: str = ""
-    """LeRobot v3 dataset root (or Hub repo id) with observation.state, actions and tasks."""
-    out: Path = Path("runs/regression")
-    """Output directory for the trained baseline."""
     chunk_size: int = 10
     """Chunk length h predicted per call (use the tokenizers' chunk size for a fair comparison)."""
-    action_key: str = "action"
-    """Feature holding the actions."""
+    out: Path = Path("runs/regression")
+    """Output directory for the trained baseline."""
     state_key: str = "observation.state"
     """Feature holding the state observation."""
     hidden: int = 256
@@ -64,23 +61,16 @@ class RegressionConfig:
     """AdamW weight decay."""
     normalization: str = "quantile"
     """Action normalizer mode (one of action_tokenizers.normalize.MODES); the loss is on normalized actions."""
-    seed: int = 0
-    """Seed for initialization, minibatch order and the episode split."""
-    eval_fraction: float = 0.1
-    """Fraction of episodes held out (their loss is reported, never trained on); 0 = none."""
-    heldout_episodes: tuple[int, ...] | None = None
-    """Held-out episode indices (overrides --eval-fraction; the main job passes one split to every stage)."""
     progress: bool = True
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("chunk_size", "hidden", "layers", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
         if self.normalization not in MODES:
             raise ValueError(f"--normalization must be one of {MODES}, got {self.normalization!r}")
         self.out = Path(self.out)
@@ -215,7 +205,7 @@ def _load(cfg: RegressionConfig) -> Any:
     from action_tokenizers.data import load_chunks
 
     cs = load_chunks(
-        cfg.dataset, chunk_size=cfg.chunk_size, stride=1, action_key=cfg.action_key, pad="last",
+        cfg.dataset, chunk_size=cfg.chunk_size, stride=cfg.stride, action_key=cfg.action_key, pad="last",
         state_key=cfg.state_key, with_tasks=True,
     )
     if cs.states is None or cs.tasks is None:
@@ -286,13 +276,11 @@ def _fit(cfg: RegressionConfig, policy: RegressionPolicy, cs: Any, train: np.nda
 
 def run_train_regression(cfg: RegressionConfig) -> RegressionResult:
     """Load chunks, fit the normalizers, train the MLP, write ``cfg.out`` atomically."""
-    from action_tokenizers.split import episode_split
-
     if not str(cfg.dataset):
         raise ValueError("--dataset is required (a LeRobot v3 dataset with observation.state and tasks)")
     start = time.perf_counter()
     cs = _load(cfg)
-    split = episode_split(cs.episode_index, cfg.eval_fraction, cfg.seed, cfg.heldout_episodes)
+    split = cfg.split(cs.episode_index)
     train, held = split.rows(cs.episode_index)
     policy = _build_policy(cfg, cs, train)
     history = _fit(cfg, policy, cs, train)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from action_tokenizers.split import DataSelection
 from action_tokenizers.io import OutputFolder, checksums, own_files_recursive, read_json, write_json
 from training.vocab import STRATEGIES
 
@@ -48,11 +49,11 @@ RESUMABLE_FIELDS = ("out", "resume", "overwrite", "max_steps", "stop_after", "ch
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DataSelection):
     """Fine-tune a causal LM on a tokenized LeRobot dataset."""
 
-    dataset: str = ""
-    """LeRobot v3 dataset: a local root (e.g. collected Meta-World demos) or a Hub dataset id 'owner/name' (required)."""
+    chunk_size: int | None = None
+    """Expected chunk length; None takes the tokenizer's (a different value is an error)."""
     tokenizer: str = ""
     """A fitted action tokenizer: its directory, a ``fit --out`` folder or a Hub repo id; its chunk size is used (required)."""
     out: Path = Path("runs/train")
@@ -83,30 +84,24 @@ class TrainConfig:
     """Linear warm-up steps, then cosine decay to 10% of lr."""
     grad_clip: float = 1.0
     """Gradient norm clip (0 = off)."""
-    seed: int = 0
-    """Seeds the model init, the split and the data order."""
-    eval_fraction: float = 0.1
-    """Fraction of episodes held out for evaluation (0 = none); used when no held-out episodes are given."""
-    heldout_episodes: tuple[int, ...] | None = None
-    """Held-out episode indices; None takes the tokenizer's (recorded at fit) or splits by --eval-fraction."""
     eval_chunks: int = 64
     """Held-out chunks generated and decoded for the reconstruction error."""
     eval_every: int = 0
     """Evaluate every N steps (0 = only at the end)."""
-    chunk_size: int | None = None
-    """Expected chunk length; None takes the tokenizer's (a different value is an error)."""
-    stride: int = 1
-    """Frames between consecutive chunk starts."""
     pad: str = "last"
     """Chunks near an episode end: last (repeat the last action) or drop."""
-    action_key: str = "action"
-    """Dataset feature holding the actions."""
     state_key: str = "observation.state"
     """Dataset feature holding the state observation."""
     obs_tokens: int = 1
     """LM input positions the state projection fills."""
     obs_hidden: int = 0
     """Hidden width of the state projection's MLP (0 = a single linear map)."""
+    image_keys: tuple[str, ...] = ()
+    """Camera features the policy sees (e.g. observation.images.corner2); empty: state only."""
+    vision_encoder: str = "cnn"
+    """Image backbone: cnn (small, from scratch, random-shift augmentation) or a transformers vision model name/path."""
+    image_tokens: int = 1
+    """LM input positions per camera."""
     resume: bool = False
     """Continue from the last complete checkpoint in --out (the config must match)."""
     overwrite: bool = False
@@ -125,14 +120,18 @@ class TrainConfig:
     """After training, upload the policy (without checkpoints) to this Hub repo id."""
 
     def __post_init__(self) -> None:
-        self.dataset, self.tokenizer, self.out = str(self.dataset), str(self.tokenizer), Path(self.out)
+        super().__post_init__()
+        self.tokenizer, self.out = str(self.tokenizer), Path(self.out)
         if self.vocab_strategy not in STRATEGIES:
             raise ValueError(f"vocab_strategy must be one of {STRATEGIES}, got {self.vocab_strategy!r}")
         if self.pad not in PAD_MODES:
             raise ValueError(f"pad must be one of {PAD_MODES}, got {self.pad!r}")
         if self.mixed_precision not in PRECISIONS:
             raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
-        for name in ("max_steps", "batch_size", "eval_chunks", "stride", "checkpoint_every", "obs_tokens"):
+        if isinstance(self.image_keys, str):
+            self.image_keys = tuple(k for k in self.image_keys.split(",") if k)
+        self.image_keys = tuple(self.image_keys)
+        for name in ("max_steps", "batch_size", "eval_chunks", "checkpoint_every", "obs_tokens", "image_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "eval_every", "vocab_skip", "obs_hidden"):
@@ -142,8 +141,6 @@ class TrainConfig:
             raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError(f"stop_after must be >= 1 or None, got {self.stop_after}")
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if self.model is None and self.vocab_strategy == "tail":
@@ -208,7 +205,13 @@ def load_training_chunks(cfg: TrainConfig, tok: "ActionTokenizer") -> "ChunkSet"
     root = resolve_dataset(cfg.dataset)  # a local root as is; a Hub id as a snapshot of meta/ and data/
     _check_features(cfg, root)
     chunks = load_chunks(root, chunk_size=tok.chunk_size, stride=cfg.stride, action_key=cfg.action_key,
-                         pad=cfg.pad, state_key=cfg.state_key, with_tasks=True)
+                         pad=cfg.pad, state_key=cfg.state_key, with_tasks=True, image_keys=cfg.image_keys)
+    if cfg.image_keys:  # wrong size or channel count is refused here, before any training
+        from training.vision import check_image_shape
+
+        shapes = {k: chunks.images[k].shape[1:] for k in cfg.image_keys}
+        for key, shape in shapes.items():
+            check_image_shape(shape, key, expected=next(iter(shapes.values())))
     if chunks.action_dim != tok.action_dim:
         raise ValueError(f"the tokenizer {cfg.tokenizer} was fitted on {tok.action_dim}-D actions but "
                          f"{cfg.dataset} feature {cfg.action_key!r} is {chunks.action_dim}-D; fit a tokenizer on this dataset")
@@ -258,6 +261,30 @@ def make_examples(base: "BaseLM", tok: "ActionTokenizer", chunks: "ChunkSet", n_
     prompts = [build_prompt(task_ids[t], n_obs_tokens, base.vocab, pad) for t in chunks.tasks]
     action_ids = tok.encode(chunks.actions)
     return build_examples(prompts, action_ids, chunks.states, base.vocab)
+
+
+def build_observation_encoder(cfg: TrainConfig, chunks: "ChunkSet", embed_dim: int):
+    """The state projection, or (with ``image_keys``) cameras + state through ``training.vision``."""
+    from training.observation import StateProjection
+
+    if not cfg.image_keys:
+        return StateProjection(chunks.states.shape[1], embed_dim, n_tokens=cfg.obs_tokens, state_key=cfg.state_key,
+                               hidden=cfg.obs_hidden)
+    from training.vision import ImageStateEncoder
+
+    shape = chunks.images[cfg.image_keys[0]].shape[1:]
+    return ImageStateEncoder(cfg.image_keys, shape, embed_dim, state_dim=chunks.states.shape[1],
+                             state_key=cfg.state_key, image_tokens=cfg.image_tokens, state_tokens=cfg.obs_tokens,
+                             vision_encoder=cfg.vision_encoder)
+
+
+def with_images(batch: dict[str, Any], chunks: "ChunkSet", rows: np.ndarray) -> dict[str, Any]:
+    """Adds the camera frames of ``rows`` (uint8 ``(b, H, W, C)``; the encoder converts them) to ``batch["obs"]``."""
+    import torch
+
+    for key, frames in (chunks.images or {}).items():
+        batch["obs"][key] = torch.from_numpy(frames[np.asarray(rows)])
+    return batch
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -362,13 +389,15 @@ def evaluate(model: "PolicyModel", ex: "Examples", held: np.ndarray, chunks: "Ch
     loss_sum, n_batches, correct, total = 0.0, 0, 0, 0
     with torch.no_grad():
         for start in range(0, len(held), cfg.batch_size):
-            batch = to_device(collate(ex, held[start:start + cfg.batch_size], pad_id, cfg.state_key), device)
+            rows = held[start:start + cfg.batch_size]
+            batch = to_device(with_images(collate(ex, rows, pad_id, cfg.state_key), chunks, rows), device)
             logits = model(batch["input_ids"], batch["attention_mask"], batch["obs_start"], batch["obs"])
             loss, c, t = token_loss(logits, batch["labels"], vocab)
             loss_sum, n_batches, correct, total = loss_sum + float(loss), n_batches + 1, correct + int(c), total + int(t)
     pick = held[np.linspace(0, len(held) - 1, min(cfg.eval_chunks, len(held))).astype(np.int64)]
     prompts = [Prompt(ex.input_ids[i][: len(ex.input_ids[i]) - _target_len(ex, i)].tolist(), int(ex.obs_start[i])) for i in pick]
-    gen = generate_action_ids(model, vocab, plan, prompts, {cfg.state_key: torch.from_numpy(ex.states[pick])}, pad_id)
+    obs = with_images({"obs": {cfg.state_key: torch.from_numpy(ex.states[pick])}}, chunks, pick)["obs"]
+    gen = generate_action_ids(model, vocab, plan, prompts, obs, pad_id)
     report = tok.decode_with_report(gen.ids)
     truth, mask = chunks.actions[pick], chunks.mask[pick]
     floor = tok.decode(tok.encode(truth))
@@ -476,7 +505,6 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
     from training.checkpoint import TrainerState, load_checkpoint, save_checkpoint
     from training.generation import DecodingPlan
     from training.model import PolicyModel, count_parameters
-    from training.observation import StateProjection
     from training.sequences import collate
 
     # -- inputs, checked before anything is built
@@ -493,8 +521,7 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
     set_seed(cfg.seed)
     base = build_base(cfg, chunks.tasks, tok.vocab_size)
     embed_dim = base.lm.get_input_embeddings().embedding_dim
-    encoder = StateProjection(chunks.states.shape[1], embed_dim, n_tokens=cfg.obs_tokens, state_key=cfg.state_key,
-                              hidden=cfg.obs_hidden).fit(chunks.states[train_rows])
+    encoder = build_observation_encoder(cfg, chunks, embed_dim).fit(chunks.states[train_rows])
     model = PolicyModel(base.lm, encoder)
     ex = make_examples(base, tok, chunks, encoder.n_tokens)
     longest_target = max(_target_len(ex, i) for i in range(len(ex))) - 1
@@ -521,7 +548,7 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
         t0, c0 = time.perf_counter(), time.process_time()
         idx = batch_indices(state.step, train_rows, cfg.batch_size, cfg.seed, accelerator.process_index,
                             accelerator.num_processes)
-        batch = to_device(collate(ex, idx, pad_id, cfg.state_key), accelerator.device)
+        batch = to_device(with_images(collate(ex, idx, pad_id, cfg.state_key), chunks, idx), accelerator.device)
         loss = train_step(model, batch, optimizer, scheduler, accelerator, cfg, base.vocab)
         state.step += 1
         state.train_seconds += time.perf_counter() - t0
@@ -560,6 +587,7 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
     if accelerator.is_main_process and done:
         meta = {"format_version": 1, "chunk_size": tok.chunk_size, "action_dim": tok.action_dim,
                 "state_dim": int(chunks.states.shape[1]), "state_key": cfg.state_key, "action_key": cfg.action_key,
+                "image_keys": list(cfg.image_keys),
                 "decoding": plan.to_dict(), "temperature": 0.0, "n_params": n_params,
                 "base_model": cfg.model or "default-llama", "heldout_episodes": split.heldout_episodes}
         export_policy(folder, raw_model, base, tok, cfg, meta, metrics)
