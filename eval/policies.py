@@ -102,11 +102,17 @@ def policy_name(policy: Any, fallback: str = "policy") -> str:
 
 
 def load_policy(spec: str | Path, env: str = "metaworld") -> Policy:
-    """``"expert"`` or a policy directory (regression baseline or trained LM) -> a policy object."""
+    """``"expert"``, a policy directory (regression baseline or trained LM) or the Hub repo id of one -> a policy object."""
     if str(spec) == EXPERT:
         return ExpertPolicy(env)
     root = Path(spec)
     if not root.is_dir():
+        from action_tokenizers.hub import hub_repo_id
+
+        if hub_repo_id(spec):  # a policy pushed with `train --push-to-hub`: its data files, fetched once
+            from training.hub import resolve_policy
+
+            return load_policy(resolve_policy(str(spec)), env)
         raise FileNotFoundError(
             f"policy {str(spec)!r} is neither {EXPERT!r} nor a directory "
             f"(expected a regression-baseline or trained-LM directory holding one of {sorted(_MARKERS)})"

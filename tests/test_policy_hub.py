@@ -98,6 +98,9 @@ def test_train_from_fit_folder_and_hub_dataset_then_push_and_load(hub: FakeHub, 
     np.testing.assert_array_equal(remote.predict_action_chunk(batch), local.predict_action_chunk(batch))
     with pytest.raises(FileNotFoundError, match="revision"):
         TokenizedPolicy.from_pretrained(repo, device="cpu", revision="no-such-branch")
+    from eval.policies import load_policy  # what `eval --policy owner/name` calls
+
+    assert isinstance(load_policy(repo), TokenizedPolicy)
 
     # and the loaded policy pushes itself again (the folder it came from)
     url = remote.push_to_hub("robot-lab/so101-policy-copy")
