@@ -27,7 +27,9 @@ What differs from the published processor, for the project's own fits
   re-encodes every coefficient above 127 as two UTF-8 bytes. Treating the whole chunk string as
   one word lets merges span the long runs of small high-frequency coefficients: fewer tokens per
   chunk and a table-gather decode (docs/benchmarks.md compares both). ``byte_level`` stays
-  available and is what published directories use.
+  available and is what published directories use. Both export exactly to the published layout
+  (``save_pretrained(dir, layout="published")``, :mod:`action_tokenizers.fast_export`), so
+  exportability does not decide between them (docs/ecosystem.md).
 
 Speed: decode never calls the BPE library with the default pre-tokenization (each id's
 coefficients sit in one table: a gather, :func:`_run_indices`, and one inverse DCT over the batch,
