@@ -168,23 +168,12 @@ def read_policy_record(path: str | Path) -> PolicyRecord:
     )
 
 
-def dataset_features(dataset: str) -> dict[str, dict[str, Any]]:
-    """``features`` of the dataset's ``meta/info.json`` (local root), or of its Hub metadata."""
-    root = Path(dataset).expanduser()
-    if root.exists():
-        info = root / "meta" / "info.json"
-        if not info.is_file():
-            raise ValueError(f"{root} is not a LeRobot v3 dataset: {info} is missing")
-        return read_json(info, what="dataset info").get("features", {})
-    if dataset.count("/") != 1 or dataset.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"dataset {dataset!r} is neither an existing directory nor a Hub id 'owner/name'; "
-                                "pass the root of a LeRobot v3 dataset (the folder holding meta/info.json)")
-    from lerobot.datasets import LeRobotDatasetMetadata
-
-    try:
-        return dict(LeRobotDatasetMetadata(dataset).features)
-    except Exception as e:  # offline, missing repo: say what was tried
-        raise FileNotFoundError(f"dataset {dataset!r} is neither a local directory nor a readable Hub id ({e})") from e
+def dataset_features(root: Path) -> dict[str, dict[str, Any]]:
+    """``features`` of a local dataset root's ``meta/info.json`` (a Hub id is resolved to a snapshot first)."""
+    info = Path(root) / "meta" / "info.json"
+    if not info.is_file():
+        raise ValueError(f"{root} is not a LeRobot v3 dataset: {info} is missing")
+    return read_json(info, what="dataset info").get("features", {})
 
 
 def check_dataset_matches(features: dict[str, dict[str, Any]], rec: PolicyRecord, dataset: str) -> None:
@@ -229,6 +218,8 @@ def select_episodes(wanted: str | list[int], available: list[int], dataset: str)
 class EvalChunks:
     """The demonstrated chunks to score, with the observation recorded at each chunk's first frame."""
 
+    root: Path
+    """The dataset's local root (a Hub dataset's snapshot)."""
     actions: np.ndarray  # (n, h, d) raw units, every step inside its episode
     states: np.ndarray  # (n, s)
     tasks: list[str]
@@ -250,9 +241,12 @@ def load_eval_chunks(cfg: OpenLoopConfig, rec: PolicyRecord) -> EvalChunks:
     """Check the dataset against the policy, choose the episodes, and cut the full chunks."""
     from action_tokenizers.data import load_chunks, load_episodes
 
-    check_dataset_matches(dataset_features(cfg.dataset), rec, cfg.dataset)
+    from action_tokenizers.hub import resolve_dataset
+
+    root = resolve_dataset(cfg.dataset)  # a Hub id: a snapshot of meta/ and data/ (no videos)
+    check_dataset_matches(dataset_features(root), rec, cfg.dataset)
     wanted = requested_episodes(cfg.episodes, rec)
-    every = load_episodes(cfg.dataset, keys=(rec.action_key,), with_tasks=False)  # actions only: cheap
+    every = load_episodes(root, keys=(rec.action_key,), with_tasks=False)  # actions only: cheap
     lengths = {ep.index: len(ep) for ep in every}
     selected = select_episodes(wanted, sorted(lengths), cfg.dataset)
     skipped = [e for e in selected if lengths[e] < rec.chunk_size]
@@ -260,7 +254,7 @@ def load_eval_chunks(cfg: OpenLoopConfig, rec: PolicyRecord) -> EvalChunks:
     if not scored:
         raise ValueError(f"every selected episode of {cfg.dataset} ({selected}, lengths {[lengths[e] for e in selected]}) "
                          f"is shorter than the policy's chunk of {rec.chunk_size} steps: nothing to score")
-    cs = load_chunks(cfg.dataset, chunk_size=rec.chunk_size, stride=cfg.stride, action_key=rec.action_key, pad="drop",
+    cs = load_chunks(root, chunk_size=rec.chunk_size, stride=cfg.stride, action_key=rec.action_key, pad="drop",
                      state_key=rec.state_key, with_tasks=True, episodes=scored)
     if cs.states is None or cs.states.shape[1] != rec.state_dim or cs.action_dim != rec.action_dim:
         raise ValueError(f"dataset {cfg.dataset} gave {cs.action_dim}-D actions and states of shape "
@@ -270,7 +264,7 @@ def load_eval_chunks(cfg: OpenLoopConfig, rec: PolicyRecord) -> EvalChunks:
     const_eps = _constant_episodes(cfg.dataset, rec, sorted(lengths), scored)
     constant = np.concatenate([actions_by_ep[e] for e in const_eps]).mean(0)  # (d,)
     names = cs.action_names or [f"dim{j}" for j in range(cs.action_dim)]
-    return EvalChunks(actions=cs.actions, states=cs.states, tasks=list(cs.tasks or [""] * len(cs)),
+    return EvalChunks(root=root, actions=cs.actions, states=cs.states, tasks=list(cs.tasks or [""] * len(cs)),
                       episode_index=cs.episode_index, frame_index=cs.frame_index, action_names=list(names),
                       episodes=scored, skipped_episodes=skipped,
                       episode_actions={e: actions_by_ep[e] for e in scored},
@@ -423,17 +417,21 @@ def _run(cfg: OpenLoopConfig) -> dict[str, Any]:
     from eval.policies import load_policy, policy_name
 
     start = time.perf_counter()
-    # -- inputs, all checked before any prediction
-    rec = read_policy_record(cfg.policy)
-    reg_rec = None if cfg.regression is None else read_policy_record(cfg.regression)
+    from training.hub import resolve_policy
+
+    # -- inputs, all checked before any prediction (a Hub policy id: a snapshot of its data files)
+    policy_dir = resolve_policy(cfg.policy)
+    reg_dir = None if cfg.regression is None else resolve_policy(cfg.regression)
+    rec = read_policy_record(policy_dir)
+    reg_rec = None if reg_dir is None else read_policy_record(reg_dir)
     if reg_rec is not None and reg_rec.chunk_size != rec.chunk_size:
         raise ValueError(f"regression baseline {reg_rec.path} predicts chunks of {reg_rec.chunk_size} steps, policy "
                          f"{rec.path} of {rec.chunk_size}; train the baseline with --chunk-size {rec.chunk_size}")
     check_output(cfg.out, "eval", cfg.overwrite)  # refuse now, not after the predictions
     chunks = load_eval_chunks(cfg, rec)
     if reg_rec is not None:
-        check_dataset_matches(dataset_features(cfg.dataset), reg_rec, cfg.dataset)
-    policy = load_policy(cfg.policy)
+        check_dataset_matches(dataset_features(chunks.root), reg_rec, cfg.dataset)
+    policy = load_policy(policy_dir)
     name = cfg.name or policy_name(policy, fallback=Path(cfg.policy).resolve().name)
     if name in (*BASELINE_NAMES, "meta"):
         raise ValueError(f"the policy's results key {name!r} is reserved in results.json; pass --name")
@@ -457,7 +455,7 @@ def _run(cfg: OpenLoopConfig) -> dict[str, Any]:
                                                                                       & set(chunks.episodes))}}}
     predicted = {name: pol_pred.actions}
     if reg_rec is not None:
-        reg_pred = predict(load_policy(cfg.regression), chunks, reg_rec.state_key, cfg.batch_size)
+        reg_pred = predict(load_policy(reg_dir), chunks, reg_rec.state_key, cfg.batch_size)
         results[REGRESSION] = {"open_loop": _row(reg_pred, chunks, None, cfg.batch_size)}
         results[REGRESSION]["open_loop"]["trained_on_episodes"] = trained_on(reg_rec, cfg.dataset, chunks.episodes)
         predicted[REGRESSION] = reg_pred.actions

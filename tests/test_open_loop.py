@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from test_hub import hub  # noqa: F401  (the fake Hub fixture: the real huggingface_hub, its HTTP client faked)
+
 from eval.open_loop import (OpenLoopConfig, PolicyRecord, chunk_errors, load_eval_chunks, parse_episodes,
                             run_open_loop, token_agreement)
 
@@ -81,7 +83,7 @@ def test_dataset_of_another_shape_or_keys_is_refused_naming_both(so101_root: Pat
     with pytest.raises(ValueError, match=rf"dataset {stateless} has no feature 'observation.state', from which "
                                          rf"policy {policy} reads its 6-D state"):
         run_open_loop(OpenLoopConfig(policy=str(policy), dataset=str(stateless), out=out, progress=False))
-    with pytest.raises(FileNotFoundError, match="neither an existing directory nor a Hub id"):
+    with pytest.raises(FileNotFoundError, match="neither an existing directory nor a Hub repo id"):
         run_open_loop(OpenLoopConfig(policy=str(policy), dataset=str(tmp_path / "missing"), out=out, progress=False))
     other_key = _stub_policy(tmp_path / "policy_actions", action_key="actions")
     with pytest.raises(ValueError, match=r"has no feature 'actions'.*features are \[.*'action'"):
@@ -134,6 +136,18 @@ def test_episodes_shorter_than_the_chunk_are_skipped_and_counted(so101_root: Pat
     assert chunks.actions.shape == (4, 373, 6)
     with pytest.raises(ValueError, match=r"shorter than the policy's chunk of 375 steps: nothing to score"):
         load_eval_chunks(cfg, _record(tmp_path, 375))
+
+
+def test_a_hub_dataset_is_read_from_its_snapshot(hub, so101_root: Path, tmp_path: Path) -> None:
+    files = {p.relative_to(so101_root).as_posix(): p.read_bytes()
+             for folder in ("meta", "data") for p in sorted((so101_root / folder).rglob("*")) if p.is_file()}
+    hub.add_repo("robot-lab/so101-demos", files)
+    remote = load_eval_chunks(OpenLoopConfig(policy=str(tmp_path), dataset="robot-lab/so101-demos", episodes="all"),
+                              _record(tmp_path, 373))
+    local = load_eval_chunks(OpenLoopConfig(policy=str(tmp_path), dataset=str(so101_root), episodes="all"),
+                             _record(tmp_path, 373))
+    np.testing.assert_array_equal(remote.actions, local.actions)
+    assert remote.skipped_episodes == [2] and remote.root != so101_root
 
 
 # ---------------------------------------------------------------------- a tiny trained policy, end to end
