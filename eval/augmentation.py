@@ -31,7 +31,7 @@ augmentation needs. Shapes: ``s`` state dim, ``d`` action dim, ``h`` chunk lengt
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
