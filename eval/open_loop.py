@@ -9,8 +9,9 @@ What can still be measured is the one-step question behind every rollout: given 
 recorded at frame t, how far is the policy's chunk from the chunk the demonstrator executed from t?
 For every chunk start of the chosen episodes (by default the episodes the policy held out at
 training, ``heldout_episodes`` in its ``policy_config.json``) this module builds the observation
-the way training does (the state at the chunk's first frame and that frame's task text), asks the
-policy for a batch of chunks through ``predict_action_chunk``, and compares them in raw action units.
+the way training does (the state, the camera frames if the policy has cameras, and the task text,
+all at the chunk's first frame), asks the policy for a batch of chunks through
+``predict_action_chunk``, and compares them in raw action units.
 
 Four rows put the policy's error on a scale:
 
@@ -52,6 +53,7 @@ __all__ = [
     "Prediction",
     "chunk_errors",
     "load_eval_chunks",
+    "observations",
     "open_loop_markdown",
     "parse_episodes",
     "read_policy_record",
@@ -145,6 +147,8 @@ class PolicyRecord:
     heldout_episodes: list[int] | None
     """None when the policy recorded none (trained before held-out episodes were recorded)."""
     train_dataset: str | None
+    image_keys: tuple[str, ...] = ()
+    """Camera features the policy sees (``observation.images.<camera>``); empty for state-only policies."""
 
 
 def read_policy_record(path: str | Path) -> PolicyRecord:
@@ -165,6 +169,7 @@ def read_policy_record(path: str | Path) -> PolicyRecord:
         action_dim=int(cfg["action_dim"]), state_dim=int(cfg["state_dim"]), chunk_size=int(cfg["chunk_size"]),
         heldout_episodes=None if held is None else [int(e) for e in held],
         train_dataset=None if train_dataset is None else str(train_dataset),
+        image_keys=tuple(cfg.get("image_keys", training.get("image_keys", ()))),
     )
 
 
@@ -189,6 +194,11 @@ def check_dataset_matches(features: dict[str, dict[str, Any]], rec: PolicyRecord
             raise ValueError(
                 f"dataset {dataset} feature {key!r} has shape {shape}, but policy {rec.path} was trained on "
                 f"{dim}-D {role}s under {key!r}; evaluate on a dataset of the same robot, or train a policy on this one")
+    for key in rec.image_keys:
+        if features.get(key, {}).get("dtype") not in ("image", "video"):
+            cameras = sorted(k for k, f in features.items() if f.get("dtype") in ("image", "video"))
+            raise ValueError(f"dataset {dataset} has no camera feature {key!r}, whose images policy {rec.path} sees; "
+                             f"the dataset's cameras are {cameras}")
 
 
 def requested_episodes(spec: str, rec: PolicyRecord) -> str | list[int]:
@@ -232,13 +242,16 @@ class EvalChunks:
     """Selected episodes shorter than the chunk: no full chunk to score."""
     episode_actions: dict[int, np.ndarray]
     """Whole demonstrated trajectory (T, d) of every scored episode, for the plots."""
+    images: dict[str, np.ndarray]
+    """Camera key -> (n, H, W, C) uint8 frame at each chunk's first frame (only the keys a policy sees)."""
     constant_action: np.ndarray  # (d,)
     constant_episodes: list[int]
     """Episodes the constant baseline's mean comes from (the policy's training episodes when known)."""
 
 
-def load_eval_chunks(cfg: OpenLoopConfig, rec: PolicyRecord) -> EvalChunks:
-    """Check the dataset against the policy, choose the episodes, and cut the full chunks."""
+def load_eval_chunks(cfg: OpenLoopConfig, rec: PolicyRecord, image_keys: tuple[str, ...] = ()) -> EvalChunks:
+    """Check the dataset against the policy, choose the episodes, and cut the full chunks (with the
+    camera frames at chunk starts for ``rec.image_keys`` and ``image_keys``: those a baseline sees)."""
     from action_tokenizers.data import load_chunks, load_episodes
 
     from action_tokenizers.hub import resolve_dataset
@@ -255,7 +268,8 @@ def load_eval_chunks(cfg: OpenLoopConfig, rec: PolicyRecord) -> EvalChunks:
         raise ValueError(f"every selected episode of {cfg.dataset} ({selected}, lengths {[lengths[e] for e in selected]}) "
                          f"is shorter than the policy's chunk of {rec.chunk_size} steps: nothing to score")
     cs = load_chunks(root, chunk_size=rec.chunk_size, stride=cfg.stride, action_key=rec.action_key, pad="drop",
-                     state_key=rec.state_key, with_tasks=True, episodes=scored)
+                     state_key=rec.state_key, with_tasks=True, episodes=scored,
+                     image_keys=tuple(dict.fromkeys((*rec.image_keys, *image_keys))))
     if cs.states is None or cs.states.shape[1] != rec.state_dim or cs.action_dim != rec.action_dim:
         raise ValueError(f"dataset {cfg.dataset} gave {cs.action_dim}-D actions and states of shape "
                          f"{None if cs.states is None else cs.states.shape}; policy {rec.path} needs "
@@ -267,7 +281,7 @@ def load_eval_chunks(cfg: OpenLoopConfig, rec: PolicyRecord) -> EvalChunks:
     return EvalChunks(root=root, actions=cs.actions, states=cs.states, tasks=list(cs.tasks or [""] * len(cs)),
                       episode_index=cs.episode_index, frame_index=cs.frame_index, action_names=list(names),
                       episodes=scored, skipped_episodes=skipped,
-                      episode_actions={e: actions_by_ep[e] for e in scored},
+                      episode_actions={e: actions_by_ep[e] for e in scored}, images=dict(cs.images or {}),
                       constant_action=constant, constant_episodes=const_eps)
 
 
@@ -355,15 +369,21 @@ class Prediction:
     calls: int
 
 
-def predict(policy: Any, chunks: EvalChunks, state_key: str, batch_size: int) -> Prediction:
+def observations(chunks: EvalChunks, rows: slice, state_key: str, image_keys: tuple[str, ...]) -> dict[str, Any]:
+    """The batch training builds for ``rows``: the state and task text at each chunk's first frame, and
+    the camera frames (uint8 ``(b, H, W, C)``) a policy with cameras sees."""
+    return {state_key: chunks.states[rows], "task": chunks.tasks[rows], **{k: chunks.images[k][rows] for k in image_keys}}
+
+
+def predict(policy: Any, chunks: EvalChunks, rec: PolicyRecord, batch_size: int) -> Prediction:
     """Query ``policy.predict_action_chunk`` in batches of observations built as training builds them."""
     n, parts, ids, malformed, latency = len(chunks.tasks), [], [], 0, 0.0
     warm = slice(0, min(2, n))  # one untimed call: lazy imports and first kernels are not per-chunk costs
-    policy.predict_action_chunk({state_key: chunks.states[warm], "task": chunks.tasks[warm]})
+    policy.predict_action_chunk(observations(chunks, warm, rec.state_key, rec.image_keys))
     starts = range(0, n, batch_size)
     for a in starts:
         b = slice(a, min(a + batch_size, n))
-        parts.append(np.asarray(policy.predict_action_chunk({state_key: chunks.states[b], "task": chunks.tasks[b]}),
+        parts.append(np.asarray(policy.predict_action_chunk(observations(chunks, b, rec.state_key, rec.image_keys)),
                                 dtype=np.float64))
         stats = policy.last_stats
         malformed += int(stats.get("malformed", 0))
@@ -428,9 +448,11 @@ def _run(cfg: OpenLoopConfig) -> dict[str, Any]:
         raise ValueError(f"regression baseline {reg_rec.path} predicts chunks of {reg_rec.chunk_size} steps, policy "
                          f"{rec.path} of {rec.chunk_size}; train the baseline with --chunk-size {rec.chunk_size}")
     check_output(cfg.out, "eval", cfg.overwrite)  # refuse now, not after the predictions
-    chunks = load_eval_chunks(cfg, rec)
     if reg_rec is not None:
-        check_dataset_matches(dataset_features(chunks.root), reg_rec, cfg.dataset)
+        from action_tokenizers.hub import resolve_dataset
+
+        check_dataset_matches(dataset_features(resolve_dataset(cfg.dataset)), reg_rec, cfg.dataset)
+    chunks = load_eval_chunks(cfg, rec, () if reg_rec is None else reg_rec.image_keys)
     policy = load_policy(policy_dir)
     name = cfg.name or policy_name(policy, fallback=Path(cfg.policy).resolve().name)
     if name in (*BASELINE_NAMES, "meta"):
@@ -439,7 +461,7 @@ def _run(cfg: OpenLoopConfig) -> dict[str, Any]:
     # -- rows: tokenizer alone, the policy, the baselines
     tok = getattr(policy, "action_tokenizer", None)
     tok_pred = tokenizer_only(tok, chunks.actions) if tok is not None else None
-    pol_pred = predict(policy, chunks, rec.state_key, cfg.batch_size)
+    pol_pred = predict(policy, chunks, rec, cfg.batch_size)
     true_ids = None if tok_pred is None else tok_pred.ids
     entry: dict[str, Any] = {"open_loop": _row(pol_pred, chunks, true_ids, cfg.batch_size)}
     entry["open_loop"]["trained_on_episodes"] = trained_on(rec, cfg.dataset, chunks.episodes)
@@ -455,7 +477,7 @@ def _run(cfg: OpenLoopConfig) -> dict[str, Any]:
                                                                                       & set(chunks.episodes))}}}
     predicted = {name: pol_pred.actions}
     if reg_rec is not None:
-        reg_pred = predict(load_policy(reg_dir), chunks, reg_rec.state_key, cfg.batch_size)
+        reg_pred = predict(load_policy(reg_dir), chunks, reg_rec, cfg.batch_size)
         results[REGRESSION] = {"open_loop": _row(reg_pred, chunks, None, cfg.batch_size)}
         results[REGRESSION]["open_loop"]["trained_on_episodes"] = trained_on(reg_rec, cfg.dataset, chunks.episodes)
         predicted[REGRESSION] = reg_pred.actions

@@ -85,6 +85,11 @@ def test_dataset_of_another_shape_or_keys_is_refused_naming_both(so101_root: Pat
         run_open_loop(OpenLoopConfig(policy=str(policy), dataset=str(stateless), out=out, progress=False))
     with pytest.raises(FileNotFoundError, match="neither an existing directory nor a Hub repo id"):
         run_open_loop(OpenLoopConfig(policy=str(policy), dataset=str(tmp_path / "missing"), out=out, progress=False))
+    wrist = _stub_policy(tmp_path / "policy_wrist", image_keys=["observation.images.wrist"])
+    with pytest.raises(ValueError, match=rf"no camera feature 'observation.images.wrist', whose images policy {wrist} "
+                                         r"sees; the dataset's cameras are \['observation.images.front', "
+                                         r"'observation.images.top'\]"):
+        run_open_loop(OpenLoopConfig(policy=str(wrist), dataset=str(so101_root), out=out, progress=False))
     other_key = _stub_policy(tmp_path / "policy_actions", action_key="actions")
     with pytest.raises(ValueError, match=r"has no feature 'actions'.*features are \[.*'action'"):
         run_open_loop(OpenLoopConfig(policy=str(other_key), dataset=str(so101_root), out=out, progress=False))
