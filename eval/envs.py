@@ -47,6 +47,7 @@ if not os.environ.get("DISPLAY"):  # no display: render headless unless the user
 
 __all__ = [
     "CameraRenderer",
+    "PolicyCameras",
     "EnvFamily",
     "EnvSpec",
     "FAMILIES",
@@ -242,6 +243,7 @@ class CameraRenderer:
         model.light_castshadow[:] = 0
         if "corner2" in self.cameras:
             model.cam_pos[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "corner2")] = _LEROBOT_CORNER2_POS
+            mujoco.mj_camlight(model, env.unwrapped.data)  # camera poses follow now, not only after the next step
         try:
             self._renderer = mujoco.Renderer(model, self.size, self.size)
         except Exception as e:  # noqa: BLE001 - any GL failure gets the same, actionable message
@@ -268,12 +270,57 @@ class CameraRenderer:
             pass
 
 
+class PolicyCameras:
+    """What a camera policy sees of raw envs: its cameras at its image size, and ``agent_pos`` as the state.
+
+    Built from a policy with ``image_keys`` (``observation.images.<camera>``), ``image_shape``
+    ``(H, W, 3)`` and ``state_dim``; a state of the family's proprioceptive size (LeRobot's
+    convention) is cut from the raw observation, any other size is passed through. Renderers are
+    made once per env instance and reused; ``close()`` releases them.
+    """
+
+    def __init__(self, policy: Any, family: str = "metaworld") -> None:
+        prefix = "observation.images."
+        self.keys = tuple(policy.image_keys)
+        bad = [k for k in self.keys if not k.startswith(prefix)]
+        if bad:
+            raise ValueError(f"image keys {bad} are not observation.images.<camera>; cannot render them")
+        self.cameras = tuple(k[len(prefix):] for k in self.keys)
+        h, w, c = (int(x) for x in policy.image_shape)
+        if h != w or c != 3:
+            raise ValueError(f"the policy's frames are {h}x{w}x{c}; simulated cameras render square RGB frames")
+        self.size, self.family = h, family
+        self.proprio = int(policy.state_dim) == getattr(get_family(family), "proprio_dim", -1)
+        self._renderers: dict[int, CameraRenderer] = {}
+
+    def state_dim(self, env_state_dim: int | None) -> int | None:
+        """The state size the policy gets from an env whose raw observation has ``env_state_dim`` values."""
+        return getattr(get_family(self.family), "proprio_dim") if self.proprio else env_state_dim
+
+    def __call__(self, envs: list[Any], observations: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """``{image key: (b, H, W, 3) uint8, "observation.state": (b, s)}`` for the envs' current states."""
+        frames = []
+        for env in envs:
+            if id(env) not in self._renderers:
+                self._renderers[id(env)] = CameraRenderer(env, self.cameras, self.size, self.family)
+            frames.append(self._renderers[id(env)]())
+        out = {key: np.stack([f[cam] for f in frames]) for key, cam in zip(self.keys, self.cameras)}
+        states = np.stack([np.asarray(o, dtype=np.float64) for o in observations])
+        out["observation.state"] = proprio_state(self.family, states) if self.proprio else states
+        return out
+
+    def close(self) -> None:
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()
+
+
 def rendering_help(error: BaseException) -> str:
     """Why rendering failed, which backend was tried, and what to install."""
     backend = os.environ.get("MUJOCO_GL", "<unset: glfw, needs a display>")
     return (f"MuJoCo could not render with MUJOCO_GL={backend} ({type(error).__name__}: {error}). Headless "
             f"rendering needs Mesa: `apt-get install -y {MESA_PACKAGES}` (`make test` or `make demo` installs them "
-            "as root), then MUJOCO_GL=egl or MUJOCO_GL=osmesa")
+            "as root), then MUJOCO_GL=egl or MUJOCO_GL=osmesa, set before mujoco is first imported")
 
 
 # --------------------------------------------------------------------------- registry

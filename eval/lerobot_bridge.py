@@ -19,7 +19,10 @@ docs/measurements.md.)
 
 Observation caveat (measured): LeRobot's Meta-World env exposes only ``agent_pos`` = the first 4 of
 the 39 state values (hand xyz, gripper) as ``observation.state``; a policy trained on this toolkit's
-39-D Meta-World demos is rejected there with a message naming both dimensions.
+39-D Meta-World demos is rejected there with a message naming both dimensions. A policy trained on
+camera demos (``collect --cameras corner2``: ``agent_pos`` + ``observation.images.corner2``) runs
+there: LeRobot's single camera arrives as ``observation.image`` (``(b, 3, 480, 480)`` float in
+[0, 1], corner2 as our collection renders it) and is resized (area averaging) to the policy's size.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import torch
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.optim.optimizers import AdamWConfig
 from lerobot.policies.pretrained import PreTrainedPolicy
-from lerobot.utils.constants import ACTION, OBS_STATE
+from lerobot.utils.constants import ACTION, OBS_IMAGE, OBS_STATE
 from torch import Tensor
 
 __all__ = ["ActionTokenizerConfig", "ActionTokenizerPolicy", "make_action_tokenizer_pre_post_processors"]
@@ -131,8 +134,27 @@ class ActionTokenizerPolicy(PreTrainedPolicy):
             states = states[None]
         tasks = batch.get("task") or [""] * len(states)
         tasks = [tasks] * len(states) if isinstance(tasks, str) else list(tasks)
-        chunks = self.inner.predict_action_chunk({OBS_STATE: states, "task": tasks})  # (b, h, d) numpy
+        query = {OBS_STATE: states, "task": tasks, **self._images(batch)}
+        chunks = self.inner.predict_action_chunk(query)  # (b, h, d) numpy
         return torch.as_tensor(np.asarray(chunks), dtype=torch.float32, device=self.config.device)
+
+    def _images(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """The inner policy's cameras from a LeRobot batch, at the size it was trained on (CHW float)."""
+        keys = tuple(getattr(self.inner, "image_keys", ()))
+        out = {}
+        for key in keys:
+            frames = batch.get(key)
+            if frames is None and len(keys) == 1:  # LeRobot's single-camera envs call it observation.image
+                frames = batch.get(OBS_IMAGE)
+            if frames is None:
+                raise KeyError(f"the policy sees cameras {list(keys)} but the batch has {sorted(batch)}")
+            frames = torch.as_tensor(frames).detach().float().cpu()
+            frames = frames[None] if frames.ndim == 3 else frames  # (b, 3, H, W) in [0, 1]
+            h, w = int(self.inner.image_shape[0]), int(self.inner.image_shape[1])
+            if tuple(frames.shape[-2:]) != (h, w):
+                frames = torch.nn.functional.interpolate(frames, size=(h, w), mode="area")
+            out[key] = frames
+        return out
 
     @torch.no_grad()
     def select_action(self, batch: dict[str, Any], **kwargs: Any) -> Tensor:

@@ -143,11 +143,17 @@ class _Batch:
         return [i for i, a in enumerate(self.active) if a]
 
 
-def _plan(policy: Any, batch: _Batch, rows: list[int], n_action_steps: int) -> None:
-    """One policy call for every running instance; stores each row's chunk and the call's stats."""
+def _plan(policy: Any, batch: _Batch, rows: list[int], n_action_steps: int, cameras: Any = None) -> None:
+    """One policy call for every running instance; stores each row's chunk and the call's stats.
+
+    ``cameras`` (``eval.envs.PolicyCameras``, camera policies only) renders the policy's cameras
+    now, once per re-plan, and gives it the proprioceptive state it was trained on.
+    """
     states = np.stack([np.asarray(batch.obs[i], dtype=np.float64) for i in rows])  # (b, s)
     texts = [batch.records[i].instruction for i in rows]
     query = {"observation.state": states, "task": texts, "task_name": [batch.task] * len(rows)}
+    if cameras is not None:
+        query.update(cameras([batch.envs[i] for i in rows], [batch.obs[i] for i in rows]))
     chunks = np.asarray(policy.predict_action_chunk(query))
     expected = (len(rows), n_action_steps, int(policy.action_dim))
     if chunks.ndim != 3 or chunks.shape[0] != len(rows) or chunks.shape[1] < n_action_steps or chunks.shape[2] != expected[2]:
@@ -191,7 +197,7 @@ def _step(batch: _Batch, i: int, action: np.ndarray, t: int, stop_on_success: bo
 
 
 def _run_batch(
-    policy: Any, batch: _Batch, n_action_steps: int, horizon: int, stop_on_success: bool
+    policy: Any, batch: _Batch, n_action_steps: int, horizon: int, stop_on_success: bool, cameras: Any = None
 ) -> None:
     start = time.perf_counter()
     if hasattr(policy, "reset"):
@@ -202,7 +208,7 @@ def _run_batch(
         if not rows:
             break
         if t % n_action_steps == 0:
-            _plan(policy, batch, rows, n_action_steps)
+            _plan(policy, batch, rows, n_action_steps, cameras)
         for i in rows:
             _step(batch, i, batch.plan[i][t % n_action_steps], t, stop_on_success)
     share = (time.perf_counter() - start) / len(batch.records)
@@ -284,23 +290,30 @@ def rollout(
     pool = EnvPool(env_factory) if own_pool else pool
     render = (render_kwargs or {"render_mode": "rgb_array"}) if render_episodes > 0 else None
     result = RolloutResult(episodes=[])
+    cameras = env_registry.PolicyCameras(policy, env_name) if getattr(policy, "image_keys", ()) else None
     bar = tqdm(total=len(tasks) * len(seeds), desc="rollout", disable=not progress)
     try:
         for task in tasks:
             envs = pool.get(env_name, task, min(n_envs, len(seeds)), seeds[0], render)
-            check_compatible(policy, envs[0], n_steps)
+            if cameras is None:
+                check_compatible(policy, envs[0], n_steps)
+            else:  # a camera policy gets the state it was trained on (LeRobot's agent_pos) beside its frames
+                action_dim, state_dim = _env_dims(envs[0])
+                check_dims(policy, action_dim, cameras.state_dim(state_dim), n_steps)
             description = env_registry.task_description(env_name, task)
             for lo in range(0, len(seeds), n_envs):
                 batch_seeds = seeds[lo : lo + n_envs]
                 filmed = [lo + j < render_episodes for j in range(len(batch_seeds))]
                 texts = [description if instructions is None else instructions(task, lo + j) for j in range(len(batch_seeds))]
                 batch = _Batch(envs[: len(batch_seeds)], task, batch_seeds, filmed, texts)
-                _run_batch(policy, batch, n_steps, horizon, stop_on_success)
+                _run_batch(policy, batch, n_steps, horizon, stop_on_success, cameras)
                 _collect(result, batch)
                 bar.update(len(batch_seeds))
                 bar.set_postfix(task=task, success=f"{np.mean([e.success for e in batch.records]):.2f}")
     finally:
         bar.close()
+        if cameras is not None:
+            cameras.close()
         if own_pool:
             pool.close()
     return result

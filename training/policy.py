@@ -49,6 +49,9 @@ class TokenizedPolicy:
         self.action_dim: int = int(action_tokenizer.action_dim)
         self.state_dim: int = int(meta["state_dim"])
         self.state_key: str = meta.get("state_key", "observation.state")
+        self.image_keys: tuple[str, ...] = tuple(meta.get("image_keys", ()))
+        """Camera features the policy sees (``observation.images.<camera>``); empty for state-only policies."""
+        self.image_shape: tuple[int, ...] | None = tuple(model.obs.image_shape) if self.image_keys else None
         self.tokens_per_chunk: int | None = action_tokenizer.tokens_per_chunk
         self.temperature: float = float(meta.get("temperature", 0.0))
         self.plan = DecodingPlan.from_dict(meta["decoding"]) if "decoding" in meta else \
@@ -110,7 +113,8 @@ class TokenizedPolicy:
         temp = self.temperature if temperature is None else float(temperature)
         if not (math.isfinite(temp) and temp >= 0):
             raise ValueError(f"temperature must be >= 0 and finite (0 = greedy), got {temp}")
-        gen = generate_action_ids(self.model, self.vocab, self.plan, self.prompts(tasks), {self.state_key: states},
+        obs = {self.state_key: states, **{k: _as_tensor(batch[k]) for k in self.image_keys}}  # checked by the encoder
+        gen = generate_action_ids(self.model, self.vocab, self.plan, self.prompts(tasks), obs,
                                   self.lm_tokenizer.pad_token_id, temp)
         report = self.action_tokenizer.decode_with_report(gen.ids)
         self.last_stats = {
@@ -130,8 +134,9 @@ class TokenizedPolicy:
         to a confident chunk), an empty batch, wrong shapes or types; errors name the key and the row."""
         if not isinstance(batch, dict):
             raise TypeError(f"batch must be a dict with keys {self.state_key!r} and 'task', got {type(batch).__name__}")
-        if self.state_key not in batch or "task" not in batch:
-            raise KeyError(f"batch needs keys {self.state_key!r} and 'task', got {sorted(batch)}")
+        needed = [self.state_key, "task", *self.image_keys]
+        if any(k not in batch for k in needed):
+            raise KeyError(f"batch needs keys {needed}, got {sorted(batch)}")
         states = check_states(batch[self.state_key], self.state_key, self.state_dim)
         states = torch.as_tensor(states)
         tasks = batch["task"]
@@ -143,6 +148,10 @@ class TokenizedPolicy:
     def __repr__(self) -> str:
         return (f"TokenizedPolicy({type(self.action_tokenizer).__name__}, h={self.chunk_size}, d={self.action_dim}, "
                 f"s={self.state_dim}, vocab={self.vocab.strategy}, device={self.device})")
+
+
+def _as_tensor(frames: Any) -> torch.Tensor:
+    return frames if isinstance(frames, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(frames))
 
 
 def check_states(values: Any, key: str, state_dim: int) -> np.ndarray:

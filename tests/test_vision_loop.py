@@ -1,0 +1,125 @@
+"""Camera policies end to end: train on collected frames, roll out (rendering only at re-plans), LeRobot's env."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+KEY = "observation.images.corner2"
+TINY = dict(hidden_size=32, n_layers=1, n_heads=2, batch_size=4, warmup_steps=1, eval_chunks=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def vision_policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from action_tokenizers.binning import BinningTokenizer
+    from action_tokenizers.data import load_chunks
+    from eval.collect import CollectConfig, run_collect
+    from training.train import TrainConfig, run_train
+
+    root = tmp_path_factory.mktemp("vloop")
+    demos = root / "demos"
+    run_collect(CollectConfig(tasks=("button-press-v3",), episodes=2, out=demos, cameras=("corner2",), image_size=16,
+                              steps_after_success=0, progress=False))
+    BinningTokenizer(n_bins=16).fit(load_chunks(demos, chunk_size=4).actions).save_pretrained(root / "tok")
+    run_train(TrainConfig(dataset=demos, tokenizer=root / "tok", out=root / "policy", image_keys=(KEY,), max_steps=2,
+                          eval_fraction=0.5, **TINY))
+    return root / "policy"
+
+
+@pytest.fixture(scope="module")
+def vision_policy(vision_policy_dir: Path):
+    from training.policy import TokenizedPolicy
+
+    return TokenizedPolicy.from_pretrained(vision_policy_dir, device="cpu")
+
+
+def test_trained_policy_takes_images_state_and_task(vision_policy) -> None:
+    assert vision_policy.image_keys == (KEY,) and vision_policy.state_dim == 4
+    assert vision_policy.image_shape == (16, 16, 3) and vision_policy.model.obs.n_tokens == 2
+    frames = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    batch = {"observation.state": np.zeros((2, 4)), KEY: frames, "task": "Press a button"}
+    chunks = vision_policy.predict_action_chunk(batch)
+    assert chunks.shape == (2, 4, 4) and np.isfinite(chunks).all()
+    with pytest.raises(KeyError, match=KEY):
+        vision_policy.predict_action_chunk({"observation.state": np.zeros((2, 4)), "task": "Press a button"})
+    with pytest.raises(ValueError, match=r"\(b, 16, 16, 3\) frames, got \(2, 32, 32, 3\)"):
+        vision_policy.predict_action_chunk(dict(batch, **{KEY: np.zeros((2, 32, 32, 3), np.uint8)}))
+
+
+def test_rollout_renders_only_when_replanning(vision_policy, monkeypatch: pytest.MonkeyPatch) -> None:
+    from eval import envs
+    from eval.rollout import rollout
+
+    renders, queries = [], []
+    original = envs.CameraRenderer.__call__
+
+    def counted(self):
+        renders.append(1)
+        return original(self)
+
+    class Spy:
+        chunk_size, action_dim, state_dim = vision_policy.chunk_size, vision_policy.action_dim, vision_policy.state_dim
+        image_keys, image_shape, last_stats = vision_policy.image_keys, vision_policy.image_shape, {}
+
+        def predict_action_chunk(self, batch):
+            queries.append({k: np.asarray(v).shape for k, v in batch.items() if k.startswith("observation.")})
+            return vision_policy.predict_action_chunk(batch)
+
+    monkeypatch.setattr(envs.CameraRenderer, "__call__", counted)
+    result = rollout(Spy(), "metaworld", ["button-press-v3"], seeds=[5], n_action_steps=3, horizon=7, n_envs=1)
+    assert len(queries) == 3 == len(renders)  # re-plans at steps 0, 3, 6: one render each, none in between
+    assert queries[0] == {"observation.state": (1, 4), KEY: (1, 16, 16, 3)}  # agent_pos, not the 39-D state
+    assert result.episodes[0].length == 7 and result.episodes[0].error is None
+
+
+@pytest.mark.slow  # LeRobot's env renders a full 480x480 frame with shadows per step
+def test_lerobot_metaworld_env_with_pixels(vision_policy_dir: Path) -> None:
+    from lerobot.envs.configs import MetaworldEnv
+    from lerobot.envs.factory import make_env, make_env_pre_post_processors
+    from lerobot.envs.utils import preprocess_observation
+    from lerobot.policies.factory import make_policy, make_pre_post_processors
+
+    from eval.lerobot_bridge import ActionTokenizerConfig, ActionTokenizerPolicy
+
+    env_cfg = MetaworldEnv(task="button-press-v3")
+    cfg = ActionTokenizerConfig(inner=str(vision_policy_dir), n_action_steps=2, device="cpu")
+    policy = make_policy(cfg, env_cfg=env_cfg)
+    assert isinstance(policy, ActionTokenizerPolicy)
+    preprocessor, postprocessor = make_pre_post_processors(cfg)
+    env_pre, env_post = make_env_pre_post_processors(env_cfg, cfg)
+    vec = make_env(env_cfg, n_envs=1)["button-press-v3"][0]
+    try:
+        obs, _ = vec.reset(seed=[0])
+        batch = preprocess_observation(obs)
+        batch["task"] = list(vec.call("task_description"))
+        assert batch["observation.image"].shape == (1, 3, 480, 480) and batch["observation.state"].shape == (1, 4)
+        action = postprocessor(policy.select_action(preprocessor(env_pre(batch))))
+        action = env_post({"action": action})["action"]
+        assert tuple(action.shape) == (1, 4) and torch.isfinite(action).all()
+        obs, reward, *_ = vec.step(action.numpy())
+        assert np.isfinite(reward).all() and obs["pixels"].shape == (1, 480, 480, 3)
+    finally:
+        vec.close()
+
+
+def test_corner2_matches_lerobot_view() -> None:
+    """Our corner2 frames show LeRobot's corner2 view (moved and turned as its MetaworldEnv does)."""
+    from lerobot.envs.metaworld import MetaworldEnv
+
+    from eval.envs import CameraRenderer, make_env
+
+    theirs_env = MetaworldEnv("button-press-v3", obs_type="pixels_agent_pos")
+    obs, _ = theirs_env.reset(seed=3)
+    theirs = torch.nn.functional.interpolate(torch.from_numpy(obs["pixels"].copy()).permute(2, 0, 1)[None].float(),
+                                             size=(48, 48), mode="area")[0].permute(1, 2, 0).numpy()
+    env = make_env("metaworld", "button-press-v3", seed=0)
+    env.reset(seed=3)
+    camera = CameraRenderer(env, ("corner2",), 48)
+    ours = camera()["corner2"].astype(float)
+    flipped = ours[::-1, ::-1]
+    camera.close(), env.close(), theirs_env.close()
+    # same view up to rendering quality; the unturned frame is much further away
+    assert np.abs(ours - theirs).mean() < 0.5 * np.abs(flipped - theirs).mean()
