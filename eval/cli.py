@@ -10,7 +10,9 @@
     action-tokenizers theory all --quick
 
 The CLI and the Python API share names: ``--chunk-size`` is ``FitConfig.chunk_size``. Modules are
-imported only for the subcommand asked for, so ``--help`` stays fast.
+imported only for the subcommand asked for, so ``--help`` stays fast. Any error is one line saying
+what failed and what to do (``--debug`` or ``ACTION_TOKENIZERS_DEBUG=1`` for the traceback);
+Ctrl-C exits with 130 and says how to resume.
 """
 
 from __future__ import annotations
