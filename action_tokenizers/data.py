@@ -10,7 +10,9 @@ of which only the requested columns are read (episode filter pushed down). Camer
 only for the ``image_keys`` asked for, and only at chunk starts: ``image`` features are PNG/JPEG
 bytes inside the parquet files (decoded with Pillow), ``video`` features are decoded with LeRobot's
 own ``decode_video_frames`` (imported then, not before). A Hub id (``owner/name`` that is not a
-local directory) goes through ``LeRobotDataset(repo_id, download_videos=False)``.
+local directory) becomes a local snapshot of its ``meta/`` and ``data/`` (never videos) through
+``action_tokenizers.hub.resolve_dataset``, the one way in every command shares, and is then read
+like any local root.
 
 Usage::
 
@@ -292,6 +294,17 @@ def _open(dataset: str | Path, keys: tuple[str, ...], episodes: list[int] | None
           image_keys: tuple[str, ...] = ()) -> _Source:
     """Resolve a local root or a Hub id, check the keys, and load only the frames of ``episodes``."""
     path = Path(dataset).expanduser()
+    if not path.exists() and isinstance(dataset, str) and _HUB_ID.match(dataset):
+        if image_keys:  # the snapshot holds meta/ and data/, not the videos
+            raise ValueError(f"image_keys {list(image_keys)}: camera frames are read from a local root only; "
+                             f"download {dataset} first (e.g. `hf download {dataset} --repo-type dataset`)")
+        from action_tokenizers.hub import resolve_dataset
+
+        try:
+            path = resolve_dataset(dataset)
+        except (FileNotFoundError, ConnectionError) as e:  # offline, missing repo or revision: say what was tried
+            raise FileNotFoundError(f"{dataset!r} is not a local directory and could not be read from the Hugging "
+                                    f"Face Hub ({e}); pass the local root of a LeRobot v3 dataset instead") from e
     if path.exists():
         root = _check_root(path)
         meta = _LocalMeta.read(root)
@@ -299,12 +312,6 @@ def _open(dataset: str | Path, keys: tuple[str, ...], episodes: list[int] | None
         _check_image_keys(meta.features, image_keys, str(root))
         episodes = _check_episodes(meta, episodes, str(root))
         table = _local_frames(root, meta, (*keys, *image_keys), episodes)
-    elif isinstance(dataset, str) and _HUB_ID.match(dataset):
-        if image_keys:
-            raise ValueError(f"image_keys {list(image_keys)}: camera frames are read from a local root only; "
-                             f"download {dataset} first (e.g. `hf download {dataset} --repo-type dataset`)")
-        meta, table = _hub_frames(dataset, keys, episodes)
-        root = Path(meta.root)
     else:
         raise FileNotFoundError(
             f"dataset {str(dataset)!r} is neither an existing directory nor a Hub id 'owner/name'; "
@@ -409,26 +416,6 @@ def _local_frames(root: Path, meta: _LocalMeta, columns: tuple[str, ...], episod
             table = table.filter(pc.is_in(table.column("episode_index"), value_set=pa.array(episodes, pa.int64())))
         tables.append(table)
     return pa.concat_tables(tables, promote_options="default")
-
-
-def _hub_frames(repo_id: str, keys: tuple[str, ...], episodes: list[int] | None) -> tuple[Any, Any]:
-    """Fetch ``meta/`` and ``data/`` (never videos) from the Hub through LeRobotDataset."""
-    from lerobot.datasets import LeRobotDataset, LeRobotDatasetMetadata
-
-    try:
-        meta = LeRobotDatasetMetadata(repo_id)
-        _check_keys(meta.features, keys, repo_id)
-        episodes = _check_episodes(meta, episodes, repo_id)
-        ds = LeRobotDataset(repo_id, episodes=episodes, download_videos=False)
-    except ValueError:
-        raise
-    except Exception as e:  # offline, missing repo, auth: say what was tried
-        raise FileNotFoundError(
-            f"{repo_id!r} is not a local directory and could not be read from the Hugging Face Hub "
-            f"({type(e).__name__}: {e}); pass the local root of a LeRobot v3 dataset instead"
-        ) from e
-    data = ds.hf_dataset.data
-    return ds.meta, (data.table if hasattr(data, "table") else data)
 
 
 def _check_keys(features: dict[str, dict], keys: tuple[str, ...], name: str) -> None:

@@ -58,12 +58,16 @@ def test_dataset_hub_id_resolves_to_a_snapshot_without_videos(hub: FakeHub, so10
     from action_tokenizers.data import load_chunks
     from action_tokenizers.hub import resolve_dataset
 
-    hub.add_repo(DATASET_ID, _files(so101_root, "meta", "data"))
+    video = "videos/observation.images.front/chunk-000/file-000.mp4"
+    hub.add_repo(DATASET_ID, {**_files(so101_root, "meta", "data"), video: b"not fetched"})
     root = resolve_dataset(DATASET_ID)
+    assert not (root / video).exists()
     assert (root / "meta" / "info.json").is_file()
-    remote = load_chunks(root, chunk_size=8)
     local = load_chunks(so101_root, chunk_size=8)
-    np.testing.assert_array_equal(remote.actions, local.actions)
+    for remote in (load_chunks(root, chunk_size=8), load_chunks(DATASET_ID, chunk_size=8)):  # the id itself too
+        np.testing.assert_array_equal(remote.actions, local.actions)
+    fetched = [r.url.path for r in hub.requests if r.url.path.startswith(f"/datasets/{DATASET_ID}/resolve/")]
+    assert any(p.endswith("meta/info.json") for p in fetched) and not any("/videos/" in p for p in fetched)
     assert resolve_dataset(so101_root) == so101_root
 
 
