@@ -37,7 +37,11 @@ from eval.evaluate import DEFAULT_TASKS, EvalConfig
 from training.regression import RegressionConfig
 from training.train import TrainConfig
 
-PRESET_NAMES = ("quick", "default", "report", "large")
+PRESET_NAMES = ("quick", "default", "report", "large", "vision")
+# The vision preset's tasks: their goal is an object the camera sees (the button, the drawer), placed
+# anew every episode; reach's and push's goal markers are not rendered, so no image could show them.
+VISION_TASKS = ("button-press-v3", "drawer-close-v3")
+VISION_CAMERA = "corner2"  # the camera LeRobot's Meta-World env renders
 
 # Fields of each stage config that the run sets itself (paths, the split, the run's tasks and seed):
 # setting them under the stage (e.g. --train.out) is refused, with the run-level option to use instead.
@@ -147,6 +151,13 @@ def presets() -> dict[str, RunConfig]:
                                train=TrainConfig(max_steps=4000, hidden_size=256, n_layers=6),
                                regression=RegressionConfig(steps=6000),
                                eval=EvalConfig(episodes=50, n_envs=25, n_action_steps=5, horizon=150)),
+            # Camera observations as in LeRobot's Meta-World env: a 64x64 corner2 frame + agent_pos (4-D);
+            # the privileged 39-D state is recorded (observation.environment_state) but is no input.
+            "vision": RunConfig(preset="default", tasks=VISION_TASKS,
+                                collect=CollectConfig(episodes=50, cameras=(VISION_CAMERA,), image_size=64),
+                                train=TrainConfig(max_steps=1500, image_keys=(f"observation.images.{VISION_CAMERA}",)),
+                                regression=RegressionConfig(steps=3000),
+                                eval=EvalConfig(episodes=50, n_envs=10, n_action_steps=5, horizon=150)),
         }
         _PRESETS.update({name: dataclasses.replace(cfg, preset=name, out=None) for name, cfg in built.items()})
     return _PRESETS
