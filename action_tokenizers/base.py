@@ -9,7 +9,7 @@ Shapes: ``n`` chunks, ``h`` chunk length, ``d`` action dimension, ``t`` tokens.
 Saved directory (``save_pretrained``)::
 
     config.json          {"model_type", "action_tokenizer_class", "format_version", "config", "chunk_size", "action_dim",
-                          "vocab_size", "normalizer", "metrics"}
+                          "vocab_size", "normalizer", "metrics", "heldout_episodes" (when fitted on a split)}
     tensors.safetensors  normalizer arrays + the family's arrays
     README.md            model card with measured figures and a usage snippet
     (family files)       e.g. tokenizer.json (FAST's BPE), model.safetensors (VQ weights)
