@@ -144,12 +144,39 @@ def test_lerobot_action_tokenizer_step_gives_our_ids(exported, tokenizers, data,
                                         paligemma_tokenizer_name=str(text_dir), max_action_tokens=64)
     test = data[200:210]
     out = step({TransitionKey.ACTION: torch.as_tensor(test, dtype=torch.float32)})
-    tokens, mask = out[TransitionKey.COMPLEMENTARY_DATA][ACTION_TOKENS], out[TransitionKey.COMPLEMENTARY_DATA][ACTION_TOKEN_MASK]
+    comp = out[TransitionKey.COMPLEMENTARY_DATA]
+    tokens, mask = comp[ACTION_TOKENS], comp[ACTION_TOKEN_MASK]
     text = step._paligemma_tokenizer
     prefix = 1 + len(text.encode("Action: ", add_special_tokens=False))
     suffix = len(text.encode("|"))
     tok = tokenizers[pretokenizer]
     want = tok.encode(test.astype(np.float32))
     for row, m, ids in zip(tokens.tolist(), mask.tolist(), want):
+        body = np.asarray(row[:sum(m)][prefix:-suffix])
+        assert (text.vocab_size - 1 - step.fast_skip_tokens - body).tolist() == ids
+
+
+@pytest.mark.slow
+def test_lerobot_step_takes_a_plain_saved_tokenizer_of_any_family(data, tmp_path):
+    """Without the published layout: LeRobot's step loads a plain save_pretrained folder through the
+    AutoProcessor registration (no code in the folder) and gets the tokenizer's own ids."""
+    import torch
+    from lerobot.lerobot_types import TransitionKey
+    from lerobot.processor.tokenizer_processor import ActionTokenizerProcessorStep
+    from lerobot.utils.constants import ACTION_TOKEN_MASK, ACTION_TOKENS
+
+    from action_tokenizers import BinningTokenizer
+
+    tok = BinningTokenizer(n_bins=32).fit(data[:200])
+    step = ActionTokenizerProcessorStep(action_tokenizer_name=str(tok.save_pretrained(tmp_path / "binning")),
+                                        paligemma_tokenizer_name=str(_stand_in_text_tokenizer(tmp_path / "text")),
+                                        max_action_tokens=64)
+    assert type(step.action_tokenizer) is BinningTokenizer
+    out = step({TransitionKey.ACTION: torch.as_tensor(data[200:204], dtype=torch.float32)})
+    comp = out[TransitionKey.COMPLEMENTARY_DATA]
+    text = step._paligemma_tokenizer
+    prefix, suffix = 1 + len(text.encode("Action: ", add_special_tokens=False)), len(text.encode("|"))
+    want = tok.encode(data[200:204].astype(np.float32))
+    for row, m, ids in zip(comp[ACTION_TOKENS].tolist(), comp[ACTION_TOKEN_MASK].tolist(), want):
         body = np.asarray(row[:sum(m)][prefix:-suffix])
         assert (text.vocab_size - 1 - step.fast_skip_tokens - body).tolist() == ids
