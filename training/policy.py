@@ -134,9 +134,12 @@ class TokenizedPolicy:
         to a confident chunk), an empty batch, wrong shapes or types; errors name the key and the row."""
         if not isinstance(batch, dict):
             raise TypeError(f"batch must be a dict with keys {self.state_key!r} and 'task', got {type(batch).__name__}")
-        needed = [self.state_key, "task", *self.image_keys]
-        if any(k not in batch for k in needed):
-            raise KeyError(f"batch needs keys {needed}, got {sorted(batch)}")
+        if self.state_key not in batch or "task" not in batch:
+            raise KeyError(f"batch needs keys {self.state_key!r} and 'task', got {sorted(batch)}")
+        cameras = [k for k in self.image_keys if k not in batch]
+        if cameras:
+            raise KeyError(f"batch needs the camera keys {list(self.image_keys)} this policy was trained on, "
+                           f"got {sorted(batch)}")
         states = check_states(batch[self.state_key], self.state_key, self.state_dim)
         states = torch.as_tensor(states)
         tasks = batch["task"]
