@@ -40,3 +40,19 @@ def test_given_episodes_override_and_are_checked() -> None:
         episode_split(idx, 0.5, 0, heldout_episodes=(3, 5, 8))
     with pytest.raises(ValueError, match="heldout_fraction must be in"):
         split_episodes(idx, 1.0, 0)
+
+
+def test_training_defaults_to_the_tokenizers_heldout_episodes() -> None:
+    """Training without a given split holds out what the tokenizer was not fitted on, when the data has it."""
+    from types import SimpleNamespace
+
+    from training.train import TrainConfig, data_split
+
+    chunks = SimpleNamespace(episode_index=np.repeat(np.arange(10), 3))
+    cfg = TrainConfig(dataset="d", tokenizer="t", eval_fraction=0.2)
+    assert data_split(cfg, SimpleNamespace(heldout_episodes=[3]), chunks).heldout_episodes == [3]
+    fresh = split_episodes(chunks.episode_index, 0.2, 0).heldout_episodes
+    assert data_split(cfg, SimpleNamespace(heldout_episodes=[42]), chunks).heldout_episodes == fresh  # not in the data
+    assert data_split(cfg, SimpleNamespace(heldout_episodes=None), chunks).heldout_episodes == fresh
+    given = TrainConfig(dataset="d", tokenizer="t", heldout_episodes=(7, 8))
+    assert data_split(given, SimpleNamespace(heldout_episodes=[3]), chunks).heldout_episodes == [7, 8]
