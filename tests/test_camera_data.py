@@ -102,3 +102,24 @@ def test_unknown_camera_lists_valid_ones(tmp_path: Path) -> None:
         CollectConfig(out=tmp_path / "x", cameras=("corner2",), image_size=4)
     with pytest.raises(ValueError, match=r"--video needs image_size >= 32"):
         CollectConfig(out=tmp_path / "x", cameras=("corner2",), image_size=16, video=True)
+
+
+def test_rendering_failure_names_backend_and_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mujoco
+
+    from eval.envs import CameraRenderer, make_env
+
+    def broken(*args, **kwargs):
+        raise mujoco.FatalError("an OpenGL platform library has not been loaded into this process")
+
+    monkeypatch.setattr(mujoco, "Renderer", broken)
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    env = make_env("metaworld", "button-press-v3", seed=0)
+    try:
+        with pytest.raises(RuntimeError, match=r"MUJOCO_GL=osmesa .*apt-get install -y libosmesa6 libegl1 "
+                                               r"libgl1-mesa-dri"):
+            CameraRenderer(env, ("corner2",), 16)
+        with pytest.raises(ValueError, match=r"unknown metaworld camera 'top'.*valid: topview"):
+            CameraRenderer(env, ("top",), 16)
+    finally:
+        env.close()
