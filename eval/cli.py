@@ -7,6 +7,10 @@
     action-tokenizers eval --policy runs/lm-fast --tasks push-v3 --episodes 10 --out runs/eval-fast
     action-tokenizers eval --policy runs/lm-fast --dataset ../shared/data/so101_record_test --out runs/ol-fast
     action-tokenizers run [--preset default] [--out runs/demo]
+    action-tokenizers collect --tasks button-press-v3 --cameras corner2 --image-size 64 --out runs/cam-demos
+    action-tokenizers train --dataset runs/cam-demos --tokenizer runs/fast/tokenizer --out runs/lm-cam \
+        --image-keys observation.images.corner2 [--vision-encoder cnn]
+    action-tokenizers run --preset vision
     action-tokenizers theory all --quick
 
 The CLI and the Python API share names: ``--chunk-size`` is ``FitConfig.chunk_size``. Modules are
