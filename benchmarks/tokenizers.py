@@ -44,6 +44,9 @@ from action_tokenizers.metrics import corrupt_one_token  # noqa: E402
 from benchmarks.reference import ReferenceFAST, openvla_decode, openvla_encode, smooth_chunks  # noqa: E402
 
 
+OTHER_SECTIONS = "<!-- sections below come from other benchmark scripts; tokenizers.py keeps them -->"
+
+
 @dataclass
 class BenchConfig:
     """Tokenizer benchmark settings."""
@@ -509,7 +512,9 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     payload = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
                "machine": _machine(), "command": command, "seconds": seconds, "shapes": shapes, "results": results}
     (cfg.out / "benchmarks.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (cfg.out / "benchmarks.md").write_text(write_markdown(results, shapes, cfg, seconds, command))
+    md = cfg.out / "benchmarks.md"
+    _, marker, kept = (md.read_text() if md.is_file() else "").partition(OTHER_SECTIONS)  # other scripts' sections stay
+    md.write_text(write_markdown(results, shapes, cfg, seconds, command) + (f"\n{marker}{kept}" if marker else ""))
     plot_rate_distortion(results, cfg.out / "benchmark_rate_distortion.png")
     plot_throughput(results, cfg.out / "benchmark_throughput.png")
     return payload
