@@ -36,6 +36,7 @@ def vision_policy(vision_policy_dir: Path):
     return TokenizedPolicy.from_pretrained(vision_policy_dir, device="cpu")
 
 
+@pytest.mark.slow  # the module fixture collects camera demos and trains a tiny policy
 def test_trained_policy_takes_images_state_and_task(vision_policy) -> None:
     assert vision_policy.image_keys == (KEY,) and vision_policy.state_dim == 4
     assert vision_policy.image_shape == (16, 16, 3) and vision_policy.model.obs.n_tokens == 2
@@ -49,6 +50,7 @@ def test_trained_policy_takes_images_state_and_task(vision_policy) -> None:
         vision_policy.predict_action_chunk(dict(batch, **{KEY: np.zeros((2, 32, 32, 3), np.uint8)}))
 
 
+@pytest.mark.slow
 def test_rollout_renders_only_when_replanning(vision_policy, monkeypatch: pytest.MonkeyPatch) -> None:
     from eval import envs
     from eval.rollout import rollout
@@ -105,6 +107,7 @@ def test_lerobot_metaworld_env_with_pixels(vision_policy_dir: Path) -> None:
         vec.close()
 
 
+@pytest.mark.slow  # LeRobot's env renders 480x480 at default quality
 def test_corner2_matches_lerobot_view() -> None:
     """Our corner2 frames show LeRobot's corner2 view (moved and turned as its MetaworldEnv does)."""
     from lerobot.envs.metaworld import MetaworldEnv
