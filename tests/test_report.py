@@ -76,6 +76,9 @@ def test_fit_and_inspect_on_so101(so101_root, tmp_path):
     m = data["tokenizers"]["binning"]
     assert m["chunk_size"] == 5 and m["action_dim"] == 6 and m["tokens_per_chunk_mean"] == 30
     assert "held-out episode" in data["title"]
+    held = json.loads((out / "tokenizer" / "config.json").read_text())["heldout_episodes"]
+    assert held and json.loads((out / "fit_config.json").read_text())["heldout_episodes"] == held
+    assert str(held) in data["title"]  # the report names the episodes it measured on
     card = (out / "tokenizer" / "README.md").read_text()
     assert "reconstruction MAE" in card  # measured figures land in the model card
     report_dir = run_inspect(InspectConfig(tokenizer=str(out), dataset=str(so101_root), out=tmp_path / "insp",
