@@ -136,6 +136,7 @@ def test_failed_overwrite_keeps_old_dataset(monkeypatch: pytest.MonkeyPatch, met
     gc.collect()
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
     assert [p.name for p in tmp_path.iterdir()] == ["demos"]
+    (out / "notes.txt").write_text("mine")  # a collect output may be replaced; one holding a user's file is refused
     with pytest.raises(FileExistsError, match="did not write"):
         run_collect(CollectConfig(tasks=("reach-v3",), episodes=1, out=out, progress=False))
 

@@ -155,7 +155,7 @@ def test_existing_out_needs_resume_or_overwrite(so101_root: Path, so101_tok: Pat
     out = tmp_path / "out"
     out.mkdir()
     (out / "something").write_text("x")
-    with pytest.raises(FileExistsError, match="--resume.*--overwrite"):
+    with pytest.raises(FileExistsError, match="did not write.*--overwrite"):  # the output rule: a user's file
         run_train(TrainConfig(dataset=so101_root, tokenizer=so101_tok, out=out, max_steps=1, **TINY))
 
 
@@ -171,9 +171,9 @@ def test_resume_continues_exactly(so101_root: Path, so101_tok: Path, tmp_path: P
     straight = run_train(TrainConfig(out=tmp_path / "straight", **common))
     first = run_train(TrainConfig(out=tmp_path / "resumed", stop_after=2, **common))
     assert first.steps == 2 and not (tmp_path / "resumed" / "policy_config.json").exists()
-    # a checkpoint write killed midway leaves a hidden temp dir: it must be ignored
-    junk = tmp_path / "resumed" / "checkpoints" / ".step-00000004.tmp-killed"
-    junk.mkdir()
+    # a checkpoint write killed midway leaves its staging folder: it must be ignored (and cleaned up)
+    junk = tmp_path / "resumed" / "checkpoints" / "step-00000004" / ".action_tokenizers.staging-1-killed"
+    junk.mkdir(parents=True)
     (junk / "model.safetensors").write_bytes(b"half a file")
     resumed = run_train(TrainConfig(out=tmp_path / "resumed", resume=True, **common))
     assert resumed.steps == 4

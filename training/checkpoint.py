@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from action_tokenizers.io import OutputFolder, atomic_directory, read_json, recover, verify_manifest, write_json
+from action_tokenizers.io import (JOURNAL, OutputFolder, atomic_directory, read_json, recover, verify_manifest,
+                                  write_json)
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -54,11 +55,22 @@ class TrainerState:
 
 
 def checkpoint_dirs(out: Path) -> list[Path]:
-    """Complete checkpoints under ``out``, oldest first (temp dirs are hidden and ignored)."""
+    """Complete checkpoints under ``out``, oldest first.
+
+    A checkpoint whose save was killed before its commit holds only a staging folder (no
+    ``trainer_state.json``) and is skipped; one killed after its commit is finished first.
+    """
     root = out / CHECKPOINTS_DIR
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name))
+    found = []
+    for p in sorted(root.iterdir()):
+        if p.is_dir() and _NAME.match(p.name):
+            if (p / JOURNAL).is_file():
+                recover(p)
+            if (p / STATE_FILE).is_file():
+                found.append(p)
+    return found
 
 
 def save_checkpoint(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
@@ -111,7 +123,10 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     for name in (MODEL_FILE, OPTIM_FILE, RNG_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(f"checkpoint {path} is incomplete: {name} is missing")
-    verify_manifest(path, (STATE_FILE, MODEL_FILE, OPTIM_FILE, RNG_FILE))
+    try:
+        verify_manifest(path, (STATE_FILE, MODEL_FILE, OPTIM_FILE, RNG_FILE))
+    except ValueError as e:  # a changed or truncated file
+        raise ValueError(f"checkpoint {path} is corrupted: {e}") from e
     try:
         missing, unexpected = load_model(model, str(path / MODEL_FILE), strict=False)
         optim_tensors = load_file(str(path / OPTIM_FILE))

@@ -132,9 +132,10 @@ class RegressionPolicy:
         """(b, s) states and b task texts -> (b, s + n_tasks) float32 network inputs."""
         from training.policy import check_states
 
-        states = check_states(states, "observation.state", self.state_dim).astype(np.float64)  # NaN/empty refused
+        states = np.asarray(states, dtype=np.float64)
         if states.ndim != 2 or states.shape[1] != self.state_dim:
             raise ValueError(f"observation.state must have shape (b, {self.state_dim}), got {states.shape}")
+        states = check_states(states, "observation.state", self.state_dim).astype(np.float64)  # NaN/empty refused
         if len(tasks) != states.shape[0]:
             raise ValueError(f"got {states.shape[0]} states but {len(tasks)} task strings")
         unknown = sorted(set(tasks) - set(self.tasks))
