@@ -4,6 +4,7 @@
     action-tokenizers run --preset report      # the same with 50 evaluation episodes per task
     action-tokenizers run --preset quick       # a smoke run in a few minutes
     action-tokenizers run --preset large       # 50+ evaluation episodes per task, for a bigger machine
+    action-tokenizers run --preset pretrained  # SmolLM2-135M (offline, the 'pretrained' extra) vs the default LM
 
 Stages, each in its own folder of the run directory and each skipped when it finished before with
 the same inputs (``stage.json`` holds a fingerprint of its config and of the stages it read)::
@@ -12,6 +13,7 @@ the same inputs (``stage.json`` holds a fingerprint of its config and of the sta
     tokenizers/<family>/   fit         binning, FAST and VQ on the training episodes
     tokenizers/report/     report      offline figures on held-out episodes, rate-distortion plot
     models/<family>/       train       one causal LM per tokenizer (cross-entropy on action tokens)
+    models/<family>-<lm>/  train       with --pretrained.model: a pretrained LM per tokenizer beside it
     models/regression/     train       the regression-BC baseline (squared error on raw actions)
     eval/<policy>/         eval        closed-loop rollouts, the expert on the same seeds
     results.json, results.md, *.png    the comparison, printed at the end
@@ -37,7 +39,9 @@ from eval.evaluate import DEFAULT_TASKS, EvalConfig
 from training.regression import RegressionConfig
 from training.train import TrainConfig
 
-PRESET_NAMES = ("quick", "default", "report", "large", "vision")
+PRESET_NAMES = ("quick", "default", "report", "large", "pretrained", "vision")
+PRETRAINED_STEPS = 400
+"""Optimizer steps of the pretrained preset's SmolLM2 (batch 8): what fits its hour on 2 CPU cores."""
 # The vision preset's tasks: their goal is an object the camera sees (the button, the drawer), placed
 # anew every episode; reach's and push's goal markers are not rendered, so no image could show them.
 VISION_TASKS = ("button-press-v3", "drawer-close-v3")
@@ -59,6 +63,7 @@ WIRED: dict[str, dict[str, str]] = {
     "eval": {"policy": "(each trained policy)", "out": "--out", "tasks": "--tasks", "name": "(the policy's)",
              "overwrite": "--overwrite", "progress": "--progress"},
 }
+WIRED["pretrained"] = WIRED["train"]
 
 
 @dataclass
@@ -92,6 +97,9 @@ class RunConfig:
     """Tokenizer fitting: chunk size and each family's options."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """LM fine-tuning, one per tokenizer."""
+    pretrained: TrainConfig = field(default_factory=TrainConfig)
+    """A second LM per tokenizer when --pretrained.model names one (e.g. smollm2-135m, offline with the
+    'pretrained' extra), fine-tuned with these settings on the same data and split; policies <family>-<model>."""
     regression: RegressionConfig = field(default_factory=RegressionConfig)
     """The regression-BC baseline."""
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -114,7 +122,7 @@ class RunConfig:
 
 
 def _check_wired(cfg: RunConfig) -> None:
-    defaults = {"collect": CollectConfig(), "fit": FitConfig(), "train": TrainConfig(),
+    defaults = {"collect": CollectConfig(), "fit": FitConfig(), "train": TrainConfig(), "pretrained": TrainConfig(),
                 "regression": RegressionConfig(), "eval": EvalConfig()}
     for stage, fields in WIRED.items():
         given, default = getattr(cfg, stage), defaults[stage]
@@ -134,7 +142,7 @@ def presets() -> dict[str, RunConfig]:
         four = ("reach-v3", "push-v3", "button-press-v3", "drawer-close-v3")
         default = dict(tasks=four, collect=CollectConfig(episodes=50), train=TrainConfig(max_steps=1500),
                        regression=RegressionConfig(steps=3000),
-                       eval=EvalConfig(episodes=10, n_envs=10, n_action_steps=5, horizon=150))
+                       eval=EvalConfig(episodes=10, n_envs=10, n_action_steps=5, horizon=150, paraphrased=True))
         built = {
             "quick": RunConfig(preset="default", tasks=("reach-v3", "button-press-v3"), collect=CollectConfig(episodes=4),
                                train=TrainConfig(max_steps=30, hidden_size=32, n_layers=2),
@@ -143,14 +151,24 @@ def presets() -> dict[str, RunConfig]:
             "default": RunConfig(preset="default", **default),
             # The default run with 50 evaluation episodes per task: what docs/results.md reports; it
             # reuses a finished default run's demos, tokenizers and models.
-            "report": RunConfig(preset="default", **{**default, "eval": EvalConfig(episodes=50, n_envs=10,
-                                                                                  n_action_steps=5, horizon=150)}),
+            "report": RunConfig(preset="default", **{**default, "eval": EvalConfig(episodes=50, n_envs=10, n_action_steps=5,
+                                                                                  horizon=150, paraphrased=True)}),
             "large": RunConfig(preset="default", tasks=("reach-v3", "push-v3", "pick-place-v3", "button-press-v3",
                                                         "drawer-close-v3", "door-open-v3"),
                                collect=CollectConfig(episodes=100),
                                train=TrainConfig(max_steps=4000, hidden_size=256, n_layers=6),
                                regression=RegressionConfig(steps=6000),
-                               eval=EvalConfig(episodes=50, n_envs=25, n_action_steps=5, horizon=150)),
+                               eval=EvalConfig(episodes=50, n_envs=25, n_action_steps=5, horizon=150, paraphrased=True)),
+            # SmolLM2-135M fine-tuned offline beside the default LM, FAST only (its short sequences keep a
+            # 135 M-parameter model trainable on a CPU), sized to finish within an hour on 2 cores
+            # (docs/results.md): the same demos, split and seeds for both, and the unseen instructions.
+            "pretrained": RunConfig(preset="default", tasks=("reach-v3", "button-press-v3"), tokenizers=("fast",),
+                                    collect=CollectConfig(episodes=20), train=TrainConfig(max_steps=1500),
+                                    pretrained=TrainConfig(model="smollm2-135m", max_steps=PRETRAINED_STEPS,
+                                                           batch_size=8, lr=1e-4, warmup_steps=20, eval_chunks=16,
+                                                           checkpoint_every=PRETRAINED_STEPS),
+                                    regression=RegressionConfig(steps=3000),
+                                    eval=EvalConfig(episodes=10, n_envs=10, n_action_steps=5, horizon=150, paraphrased=True)),
             # Camera observations as in LeRobot's Meta-World env: a 64x64 corner2 frame + agent_pos (4-D);
             # the privileged 39-D state is recorded (observation.environment_state) but is no input.
             "vision": RunConfig(preset="default", tasks=VISION_TASKS,
@@ -303,17 +321,28 @@ def train_stage(cfg: RunConfig, demos: Stage, split: EpisodeSplit, tokenizers: d
                 log: dict) -> dict[str, Stage]:
     from training.train import run_train
 
+    lms = {"": cfg.train} | ({f"-{model_slug(cfg.pretrained.model)}": cfg.pretrained} if cfg.pretrained.model else {})
     stages = {}
     for family, tok_stage in tokenizers.items():
-        train = dataclasses.replace(cfg.train, dataset=str(demos.path), tokenizer=str(tok_stage.path / "tokenizer"),
-                                    out=cfg.out / "models" / family, seed=cfg.seed,
-                                    heldout_episodes=tuple(split.heldout_episodes), overwrite=True,
-                                    progress=cfg.progress)
-        key = {"tokenizer": tok_stage.fingerprint, "train": _portable(dataclasses.asdict(train))}
-        stage = Stage(train.out, key)
-        run_stage(stage, f"train {family}", lambda train=train: run_train(train), log)
-        stages[family] = stage
+        for suffix, base in lms.items():
+            name = family + suffix
+            train = dataclasses.replace(base, dataset=str(demos.path), tokenizer=str(tok_stage.path / "tokenizer"),
+                                        out=cfg.out / "models" / name, seed=cfg.seed,
+                                        heldout_episodes=tuple(split.heldout_episodes), overwrite=True,
+                                        progress=cfg.progress)
+            key = {"tokenizer": tok_stage.fingerprint, "train": _portable(dataclasses.asdict(train))}
+            stage = Stage(train.out, key)
+            run_stage(stage, f"train {name}", lambda train=train: run_train(train), log)
+            stages[name] = stage
     return stages
+
+
+def model_slug(model: str) -> str:
+    """A --model value as a policy-name suffix: ``smollm2-135m``, ``org/Name`` -> ``Name``, ``x.gguf`` -> ``x``."""
+    import re
+
+    name = Path(model).name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name.removesuffix(".gguf")) or "pretrained"
 
 
 def regression_stage(cfg: RunConfig, demos: Stage, split: EpisodeSplit, log: dict) -> Stage:
@@ -402,10 +431,13 @@ def _offline_figures(cfg: RunConfig, models: dict[str, Stage]) -> dict[str, dict
     report_path = cfg.out / "tokenizers" / "report" / "report.json"
     report = read_json(report_path)["tokenizers"] if report_path.is_file() else {}
     out = {}
-    for family in cfg.tokenizers:
+    for name, stage in models.items():
+        family = name.partition("-")[0]  # <family> or <family>-<pretrained model>
+        if family not in cfg.tokenizers:
+            continue
         m = report.get(family, {})
-        train = _train_metrics(models[family].path).get("final", {})
-        out[family] = {
+        train = _train_metrics(stage.path).get("final", {})
+        out[name] = {
             "offline": {
                 "tokens_per_chunk_mean": m.get("tokens_per_chunk_mean"),
                 "recon_mae_raw": m.get("mae_raw"),
@@ -432,10 +464,13 @@ def _machine() -> dict[str, Any]:
     return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
 
 
-COLUMNS = ("policy", "tokens/chunk", "recon MAE (raw)", "held-out token acc", "success (95% CI)", "regret", "latency s/chunk")
+COLUMNS = ("policy", "tokens/chunk", "recon MAE (raw)", "held-out token acc", "success (95% CI)",
+           "unseen instructions (95% CI)", "regret", "latency s/chunk")
 
 
 def _row(name: str, e: dict[str, Any]) -> list[str]:
+    from eval.evaluate import paraphrased_cell
+
     off = e.get("offline", {})
     lo, hi = e.get("success_ci", [None, None])
     tpc = e.get("tokens_per_chunk") or off.get("tokens_per_chunk_mean")
@@ -445,6 +480,7 @@ def _row(name: str, e: dict[str, Any]) -> list[str]:
         "-" if off.get("recon_mae_raw") is None else f"{off['recon_mae_raw']:.4f}",
         "-" if off.get("heldout_token_accuracy") is None else f"{100 * off['heldout_token_accuracy']:.1f}%",
         f"{100 * e['success_rate']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]",
+        paraphrased_cell(e),
         "-" if e.get("regret") is None else f"{e['regret']:.1f}",
         "-" if e.get("latency_s_per_chunk") is None else f"{e['latency_s_per_chunk']:.3f}",
     ]
@@ -472,7 +508,9 @@ def _write(out: Path, results: dict[str, Any]) -> None:
           f"(this invocation: {meta['seconds'] / 60:.1f} min; finished stages are reused).", "",
           headline_table(results), "",
           "Offline figures (tokens per chunk, reconstruction error, held-out token accuracy) sit next to closed-loop "
-          "success and regret, so one can see whether offline error predicts closed-loop success.", "",
+          "success and regret, so one can see whether offline error predicts closed-loop success. *Unseen "
+          "instructions*: the same seeds with a paraphrased instruction per episode (eval/paraphrases.py); n/a for "
+          "policies that take the task from a closed set (the regression baseline's one-hot), - when not measured.", "",
           "Tokenizer report: [tokenizers/report/report.md](tokenizers/report/report.md)", ""]
     md += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     (out / "results.md").write_text("\n".join(md) + "\n")
