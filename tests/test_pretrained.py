@@ -8,6 +8,7 @@ converted model must give the source model's logits and the converted tokenizer 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 from pathlib import Path
 
 import numpy as np
@@ -235,3 +236,36 @@ def test_smollm2_from_the_wheel_answers_after_conversion(tmp_path: Path) -> None
                                     add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = lm.generate(**batch, max_new_tokens=10, do_sample=False)
     assert "Paris" in tok.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_pretrained_preset_and_unseen_instruction_column() -> None:
+    from eval.main_job import headline_table, model_slug, presets
+
+    p = presets()["pretrained"]
+    assert p.pretrained.model == "smollm2-135m" and p.tokenizers == ("fast",) and p.eval.paraphrased
+    assert p.train.model is None  # the from-scratch default beside it, on the same data and seeds
+    assert all(presets()[name].eval.paraphrased for name in ("default", "report", "large"))
+    assert (model_slug("smollm2-135m"), model_slug("HuggingFaceTB/SmolLM2-135M"), model_slug("/m/tiny.gguf")) == \
+        ("smollm2-135m", "SmolLM2-135M", "tiny")
+    entry = {"success_rate": 0.5, "success_ci": [0.3, 0.7]}
+    results = {"fast": {**entry, "paraphrased": {"applicable": True, "success_rate": 0.25, "success_ci": [0.1, 0.5]}},
+               "regression": {**entry, "paraphrased": {"applicable": False, "reason": "closed set"}},
+               "expert": entry}
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in headline_table(results).splitlines()[2:]}
+    assert "unseen instructions" in headline_table(results).splitlines()[0]
+    assert "25% [10, 50]" in rows["fast"] and "n/a" in rows["regression"] and "-" in rows["expert"]
+
+
+@pytest.mark.slow
+def test_main_job_trains_a_pretrained_lm_beside_the_default(tiny_gguf, cache: Path, tmp_path: Path) -> None:
+    """``--pretrained.model FILE`` adds a <family>-<model> policy per tokenizer, evaluated on the same seeds."""
+    from eval.main_job import run_config, run_main
+
+    cfg = run_config("quick", out=tmp_path / "run", tasks=("reach-v3",), tokenizers=("binning",), progress=False,
+                     collect={"episodes": 2}, eval={"episodes": 1}, train={"max_steps": 2},
+                     pretrained={"model": str(tiny_gguf[0]), "max_steps": 2, "batch_size": 4, "warmup_steps": 1})
+    results = run_main(cfg)
+    assert {"binning", "binning-tiny-llama", "regression", "expert"} <= set(results)
+    assert results["binning-tiny-llama"]["offline"]["tokens_per_chunk_mean"] == 40
+    meta = json.loads((tmp_path / "run" / "models" / "binning-tiny-llama" / "policy_config.json").read_text())
+    assert meta["base_model"] == str(tiny_gguf[0])
