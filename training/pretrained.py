@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from action_tokenizers.io import atomic_directory, read_manifest, write_json
+from action_tokenizers.io import atomic_directory, read_json, read_manifest, write_json
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -129,8 +129,6 @@ def is_converted(folder: Path, source: Path | None = None) -> bool:
         return False
     if source is None:
         return True
-    from action_tokenizers.io import read_json
-
     saved = read_json(folder / SOURCE_FILE, what="GGUF source record") if (folder / SOURCE_FILE).is_file() else {}
     return saved.get("file") == source.name and saved.get("bytes") == source.stat().st_size
 
