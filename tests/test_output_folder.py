@@ -113,6 +113,7 @@ def test_another_commands_output_is_refused_without_overwrite(tokenizers, tmp_pa
     assert (tmp_path / "run" / "results.json").read_text() == "{}"
 
 
+@pytest.mark.slow
 def test_fit_out_keeps_user_files(so101_root: Path, tmp_path: Path) -> None:
     from action_tokenizers.cli import FitConfig, run_fit
 
