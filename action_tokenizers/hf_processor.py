@@ -20,6 +20,7 @@ and otherwise adds an import hook that registers right after they load.
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import logging
 import sys
@@ -100,6 +101,19 @@ def _hf_config_class() -> type:
     return _HF_CONFIG_CLASS
 
 
+_LEROBOT_PIPELINE = "lerobot.processor.pipeline"
+"""When LeRobot's pipeline module loads, our processor steps register in its ProcessorStepRegistry, so a
+saved pipeline naming them loads after ``import action_tokenizers`` alone."""
+
+
+def register_lerobot_steps() -> None:
+    """Import :mod:`action_tokenizers.lerobot` (its steps register on import) once LeRobot's pipeline is loaded."""
+    module = sys.modules.get(_LEROBOT_PIPELINE)
+    loaded = module is not None and hasattr(module, "ProcessorStepRegistry")
+    if loaded and "action_tokenizers.lerobot" not in sys.modules:
+        importlib.import_module("action_tokenizers.lerobot")
+
+
 def register() -> None:
     """Register with every transformers Auto class already imported (idempotent)."""
     auto = {m: getattr(sys.modules.get(m), cls, None) for m, cls in _AUTO_MODULES.items() if m not in _registered}
@@ -116,10 +130,11 @@ def register() -> None:
 
 
 class _RegisterAfterImport(importlib.abc.MetaPathFinder):
-    """Import hook: when one of transformers' auto modules finishes loading, register with it."""
+    """Import hook: when one of transformers' auto modules (or LeRobot's pipeline module) finishes
+    loading, register with it."""
 
     def find_spec(self, fullname: str, path: Any, target: Any = None):
-        if fullname not in _AUTO_MODULES:
+        if fullname not in _AUTO_MODULES and fullname != _LEROBOT_PIPELINE:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -137,9 +152,9 @@ class _RegisterAfterImport(importlib.abc.MetaPathFinder):
         def exec_module(module: Any) -> None:
             original(module)
             try:
-                register()
-            except Exception as e:  # never break the user's import of transformers
-                logger.warning("action_tokenizers could not register with transformers: %s", e)
+                register_lerobot_steps() if fullname == _LEROBOT_PIPELINE else register()
+            except Exception as e:  # never break the user's import of transformers or LeRobot
+                logger.warning("action_tokenizers could not register with %s: %s", fullname.split(".")[0], e)
 
         loader.exec_module = exec_module  # this loader instance belongs to this one module
         return spec
@@ -151,5 +166,6 @@ def install() -> None:
         sys.meta_path.insert(0, _RegisterAfterImport())
     try:
         register()
+        register_lerobot_steps()
     except Exception as e:
-        logger.warning("action_tokenizers could not register with transformers: %s", e)
+        logger.warning("action_tokenizers could not register with transformers or LeRobot: %s", e)

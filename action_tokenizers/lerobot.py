@@ -7,7 +7,7 @@
     pre = DataProcessorPipeline([step], name="tokenize")
     batch = pre({"action": actions})          # (B, H, D) -> batch["action.tokens"] (B, 64), batch["action.token_mask"]
     pre.save_pretrained("runs/pre")           # the tokenizer travels inside the pipeline folder (safetensors)
-    DataProcessorPipeline.from_pretrained("runs/pre", config_filename="tokenize.json")   # after importing this module
+    DataProcessorPipeline.from_pretrained("runs/pre", config_filename="tokenize.json")   # after import action_tokenizers
 
 :class:`ActionTokenizerStep` writes the ids of ``action`` (LeRobot's ``action.tokens``, padded to
 ``max_tokens``) and which positions hold ids (``action.token_mask``) into the transition's

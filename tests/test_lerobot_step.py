@@ -100,3 +100,23 @@ def test_detokenizer_reads_the_mask_of_a_transition(tok, chunks):
 def test_step_without_tokenizer_says_what_to_pass():
     with pytest.raises(ValueError, match="tokenizer_path"):
         ActionTokenizerStep().tokenize(torch.zeros(1, 6, 2))
+
+
+@pytest.mark.slow
+def test_saved_pipeline_loads_after_import_action_tokenizers_alone(chunks, tmp_path):
+    """A fresh interpreter that never imports action_tokenizers.lerobot: the steps register when
+    LeRobot's pipeline module loads (import hook), so the saved pipeline loads."""
+    import subprocess
+
+    tok = BinningTokenizer(n_bins=32).fit(chunks)
+    pipe = DataProcessorPipeline([ActionTokenizerStep(tokenizer=tok, max_tokens=12)], name="tokenize")
+    pipe.save_pretrained(tmp_path / "pipe")
+    np.save(tmp_path / "x.npy", chunks[:3])
+    code = ("import sys, numpy as np, torch, action_tokenizers\n"
+            "from lerobot.processor import DataProcessorPipeline\n"
+            f"p = DataProcessorPipeline.from_pretrained({str(tmp_path / 'pipe')!r}, config_filename='tokenize.json')\n"
+            f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
+            "print(p({'action': torch.as_tensor(x)})['action.tokens'].tolist())\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip().splitlines()[-1] == str(tok.encode(chunks[:3]))
