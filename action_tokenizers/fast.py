@@ -152,10 +152,8 @@ class FASTTokenizer(ActionTokenizer):
 
     def from_coefficients(self, q: np.ndarray) -> np.ndarray:
         """Coefficients (n, h * d) -> normalized chunks (n, h, d) by the inverse DCT."""
-        from scipy.fft import idct
-
         q = np.asarray(q, dtype=np.float64).reshape(-1, self.chunk_size, self.action_dim)
-        return idct(q / self.config.scale, type=2, norm="ortho", axis=1, workers=-1)
+        return _inverse_dct(q / self.config.scale)
 
     def _alphabet_bounds(self, x: np.ndarray) -> tuple[int, int]:
         """Smallest and largest coefficient the fit must cover: the data's, and the clipped range's."""
@@ -234,36 +232,39 @@ class FASTTokenizer(ActionTokenizer):
         """One id list -> its raw chunk (1, h, d), or None when the batch path must handle it.
 
         The batch path's steps for a well-formed sequence, with per-call costs removed: the ids'
-        coefficients from a per-id list (no validation arrays, no blocks), the same inverse DCT,
+        coefficients (already divided by the scale) from a per-id list (no validation arrays, no
+        blocks), the same inverse DCT,
         the clip-into-the-box projection only when a bounded value leaves [-1, 1], no finiteness
         pass (table values are finite integers). Anything else (an id out of range, a non-int, a
         malformed sequence) returns None: the batch path then decodes, repairs and flags it.
         """
         one = self._one or self._build_one()
-        values: list[float] = []
-        n_ids = len(one.values)
+        scaled: list[float] = []
+        n_ids = len(one.scaled)
         for i in seq:
             if type(i) is not int or not 0 <= i < n_ids:
                 return None
-            part = one.values[i]
+            part = one.scaled[i]
             if part is None:  # an id no well-formed sequence holds
                 return None
-            values += part
-        if len(values) != one.size:
+            scaled += part
+        if len(scaled) != one.size:
             return None
-        q = np.array(values).reshape(1, one.size)
-        x = self.from_coefficients(q)  # (1, h, d) normalized: the batch path's transform, so the same bits
+        # (1, h, d) normalized: the batch path's transform of the same values, so the same bits
+        x = _inverse_dct(np.array(scaled).reshape(1, self.chunk_size, self.action_dim))
         norm = self.normalizer
         if norm.clips and not self.published:
             inside = x if norm.mask is None else x[:, :, norm.mask]
             if np.abs(inside).max() > 1.0:  # the batch path's projection, on this one chunk
-                x = self._clip_bounded(x, q)
-        return norm.unnormalize(x, inplace=True)
+                q = self._values_flat[_run_indices(self._tok_start[seq], self._tok_len[seq])]
+                x = self._clip_bounded(x, q.reshape(1, one.size))
+        return x if norm.mode == "identity" else norm.unnormalize(x, inplace=True)
 
     def _build_one(self) -> "_OneChunkTables":
         v = self._bpe_size
         ok = (self._tok_len[:v] > 0) & (self._tok_dropped[:v] == 0)
-        values = [self._values_flat[a:a + n].tolist() if good else None
+        scaled = self._values_flat / self.config.scale  # the batch path divides the same values the same way
+        values = [scaled[a:a + n].tolist() if good else None
                   for a, n, good in zip(self._tok_start[:v].tolist(), self._tok_len[:v].tolist(), ok.tolist())]
         self._one = _OneChunkTables(values, self.n_coefficients)
         return self._one
@@ -428,6 +429,13 @@ class FASTTokenizer(ActionTokenizer):
         return load_published(directory, chunk_size, action_dim)
 
 # ---------------------------------------------------------------------- helpers
+def _inverse_dct(scaled: np.ndarray) -> np.ndarray:
+    """Coefficients / scale (n, h, d) -> chunks (n, h, d): the one inverse transform every decode uses."""
+    from scipy.fft import idct
+
+    return idct(scaled, type=2, norm="ortho", axis=1, workers=-1)
+
+
 @functools.cache
 def _dct_matrix(h: int) -> np.ndarray:
     """The orthonormal DCT-II over ``h`` time steps as an (h, h) matrix (row k: frequency k); read-only."""
@@ -442,8 +450,8 @@ def _dct_matrix(h: int) -> np.ndarray:
 class _OneChunkTables:
     """What :meth:`FASTTokenizer._decode_one` reads: fixed once the BPE model and the fit are."""
 
-    values: list[list[float] | None]
-    """Per id: its coefficients (None for ids holding characters outside the alphabet)."""
+    scaled: list[list[float] | None]
+    """Per id: its coefficients divided by the scale (None for ids holding characters outside the alphabet)."""
     size: int
     """Coefficients per chunk (h * d)."""
 

@@ -167,7 +167,7 @@ def main() -> None:
 
         sets["SO-101"] = _normalized(load_chunks(so101, chunk_size=10, pad="drop").actions)
     policies = {} if cfg.skip_policies else ({Path(p).name: Path(p) for p in cfg.policies} or build_policies(cfg))
-    if not cfg.skip_policies and (cfg.work / "demos" / "meta" / "info.json").is_file():
+    if (cfg.work / "demos" / "meta" / "info.json").is_file():  # the demos of an earlier run serve part 1 too
         sets["Meta-World"] = _normalized(_chunks(cfg.work / "demos").actions)
 
     print("| data | ours, one chunk (us) | ours via the batch path (us) | reference loop (us) | reference / ours | tokens/chunk |")
