@@ -271,15 +271,18 @@ def evaluate_paraphrased(policy: Policy, cfg: EvalConfig, expert: RolloutResult 
     return block, result
 
 
+def percent_ci(entry: dict[str, Any]) -> str:
+    """An entry's success as a report cell: 'x% [lo, hi]' (95% Wilson interval)."""
+    lo, hi = entry["success_ci"]
+    return f"{100 * entry['success_rate']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
 def paraphrased_cell(entry: dict[str, Any]) -> str:
     """Report cell for an entry's paraphrased success: 'x% [lo, hi]', 'n/a' or '-' (not measured)."""
     p = entry.get("paraphrased")
     if p is None:
         return "-"
-    if not p.get("applicable"):
-        return "n/a"
-    lo, hi = p["success_ci"]
-    return f"{100 * p['success_rate']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
+    return percent_ci(p) if p.get("applicable") else "n/a"
 
 
 def results_markdown(results: dict[str, Any]) -> str:
@@ -306,9 +309,8 @@ def results_markdown(results: dict[str, Any]) -> str:
                   "| policy | original instruction | paraphrased instruction | paraphrase tokens unknown to the LM |",
                   "|---|---|---|---|"]
         for name, e in measured.items():
-            lo, hi = e["success_ci"]
             share = e["paraphrased"].get("unknown_word_share")
-            lines.append(f"| {name} | {100 * e['success_rate']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}] | {paraphrased_cell(e)} "
+            lines.append(f"| {name} | {percent_ci(e)} | {paraphrased_cell(e)} "
                          f"| {'-' if share is None else f'{100 * share:.0f}%'} |")
     tasks = list(dict.fromkeys(t for e in policies.values() for t in e.get("per_task", {})))
     lines += ["", "Success rate per task (95% Wilson interval):", "", "| task | " + " | ".join(policies) + " |",

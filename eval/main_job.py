@@ -469,17 +469,16 @@ COLUMNS = ("policy", "tokens/chunk", "recon MAE (raw)", "held-out token acc", "s
 
 
 def _row(name: str, e: dict[str, Any]) -> list[str]:
-    from eval.evaluate import paraphrased_cell
+    from eval.evaluate import paraphrased_cell, percent_ci
 
     off = e.get("offline", {})
-    lo, hi = e.get("success_ci", [None, None])
     tpc = e.get("tokens_per_chunk") or off.get("tokens_per_chunk_mean")
     return [
         name,
         "-" if tpc is None else f"{tpc:.1f}",
         "-" if off.get("recon_mae_raw") is None else f"{off['recon_mae_raw']:.4f}",
         "-" if off.get("heldout_token_accuracy") is None else f"{100 * off['heldout_token_accuracy']:.1f}%",
-        f"{100 * e['success_rate']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]",
+        percent_ci(e),
         paraphrased_cell(e),
         "-" if e.get("regret") is None else f"{e['regret']:.1f}",
         "-" if e.get("latency_s_per_chunk") is None else f"{e['latency_s_per_chunk']:.3f}",
