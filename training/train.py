@@ -159,7 +159,7 @@ class TrainConfig(DataSelection):
             d[k] = str(Path(d[k]).expanduser().resolve()) if k == "out" or Path(d[k]).expanduser().exists() else d[k]
         if d["heldout_episodes"] is not None:
             d["heldout_episodes"] = [int(e) for e in d["heldout_episodes"]]
-        return d
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}  # as JSON reads it back (--resume)
 
 
 @dataclass
