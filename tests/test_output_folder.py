@@ -304,3 +304,22 @@ def test_manifest_lists_our_files_with_checksums(tokenizers, tmp_path: Path) -> 
     assert manifest["kind"] == "tokenizer"
     assert set(manifest["files"]) == {"README.md", "config.json", "tensors.safetensors"}
     assert all(len(h) == 64 for h in manifest["files"].values())
+
+
+def test_eval_out_with_user_files_is_refused_before_the_rollouts(tmp_path: Path) -> None:
+    from eval.evaluate import EvalConfig, run_eval
+
+    out = tmp_path / "eval"
+    _user_files(out)
+    with pytest.raises(FolderNotOursError, match=rf"{out} holds files this project did not write"):
+        run_eval(EvalConfig(policy="expert", tasks=("reach-v3",), episodes=1, out=out, progress=False))
+    _assert_user_files(out)
+
+
+def test_a_second_train_run_into_the_same_out_is_refused_at_once(tmp_path: Path) -> None:
+    from training.train import TrainConfig, run_train
+
+    out = tmp_path / "train"
+    with output_folder(out, "train"):  # a first run at work
+        with pytest.raises(FolderLockedError, match=rf"{out} is being written by another process"):
+            run_train(TrainConfig(dataset=tmp_path / "d", tokenizer=tmp_path / "t", out=out, progress=False))
