@@ -167,7 +167,16 @@ def check_policy(policy: Policy, cfg: EvalConfig) -> None:
 
     for task in cfg.tasks:
         spec = env_spec(cfg.env, task)
-        check_dims(policy, spec.action_dim, spec.obs_dim, n_action_steps(policy, cfg))
+        check_dims(policy, spec.action_dim, _policy_state_dim(policy, cfg.env, spec.obs_dim), n_action_steps(policy, cfg))
+
+
+def _policy_state_dim(policy: Policy, env: str, obs_dim: int) -> int:
+    """The state size the rollout gives ``policy``: a camera policy gets LeRobot's agent_pos when trained on it."""
+    if not getattr(policy, "image_keys", ()):
+        return obs_dim
+    from eval.envs import PolicyCameras
+
+    return PolicyCameras(policy, env).state_dim(obs_dim)
 
 
 def warm_up(policy: Policy, cfg: EvalConfig) -> None:
