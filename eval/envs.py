@@ -281,17 +281,26 @@ class PolicyCameras:
 
     def __init__(self, policy: Any, family: str = "metaworld") -> None:
         prefix = "observation.images."
-        self.keys = tuple(policy.image_keys)
+        self.keys = tuple(getattr(policy, "image_keys", ()))
         bad = [k for k in self.keys if not k.startswith(prefix)]
         if bad:
             raise ValueError(f"image keys {bad} are not observation.images.<camera>; cannot render them")
         self.cameras = tuple(k[len(prefix):] for k in self.keys)
-        h, w, c = (int(x) for x in policy.image_shape)
+        h, w, c = (int(x) for x in policy.image_shape) if self.keys else (0, 0, 3)
         if h != w or c != 3:
             raise ValueError(f"the policy's frames are {h}x{w}x{c}; simulated cameras render square RGB frames")
         self.size, self.family = h, family
         self.proprio = int(policy.state_dim) == getattr(get_family(family), "proprio_dim", -1)
         self._renderers: dict[int, CameraRenderer] = {}
+
+    @classmethod
+    def for_policy(cls, policy: Any, family: str) -> "PolicyCameras | None":
+        """An observer for a policy with cameras or one trained on ``agent_pos`` alone; None for raw-state policies."""
+        proprio = getattr(get_family(family), "proprio_dim", None)
+        state_dim = getattr(policy, "state_dim", None)
+        if getattr(policy, "image_keys", ()) or (proprio is not None and state_dim == proprio):
+            return cls(policy, family)
+        return None
 
     def state_dim(self, env_state_dim: int | None) -> int | None:
         """The state size the policy gets from an env whose raw observation has ``env_state_dim`` values."""
@@ -300,7 +309,7 @@ class PolicyCameras:
     def __call__(self, envs: list[Any], observations: list[np.ndarray]) -> dict[str, np.ndarray]:
         """``{image key: (b, H, W, 3) uint8, "observation.state": (b, s)}`` for the envs' current states."""
         frames = []
-        for env in envs:
+        for env in envs if self.cameras else ():
             if id(env) not in self._renderers:
                 self._renderers[id(env)] = CameraRenderer(env, self.cameras, self.size, self.family)
             frames.append(self._renderers[id(env)]())

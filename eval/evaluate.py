@@ -171,12 +171,11 @@ def check_policy(policy: Policy, cfg: EvalConfig) -> None:
 
 
 def _policy_state_dim(policy: Policy, env: str, obs_dim: int) -> int:
-    """The state size the rollout gives ``policy``: a camera policy gets LeRobot's agent_pos when trained on it."""
-    if not getattr(policy, "image_keys", ()):
-        return obs_dim
+    """The state size the rollout gives ``policy``: LeRobot's agent_pos to a policy trained on it."""
     from eval.envs import PolicyCameras
 
-    return PolicyCameras(policy, env).state_dim(obs_dim)
+    view = PolicyCameras.for_policy(policy, env)
+    return obs_dim if view is None else view.state_dim(obs_dim)
 
 
 def warm_up(policy: Policy, cfg: EvalConfig) -> None:

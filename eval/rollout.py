@@ -290,7 +290,7 @@ def rollout(
     pool = EnvPool(env_factory) if own_pool else pool
     render = (render_kwargs or {"render_mode": "rgb_array"}) if render_episodes > 0 else None
     result = RolloutResult(episodes=[])
-    cameras = env_registry.PolicyCameras(policy, env_name) if getattr(policy, "image_keys", ()) else None
+    cameras = env_registry.PolicyCameras.for_policy(policy, env_name)  # None: the raw observation is the state
     bar = tqdm(total=len(tasks) * len(seeds), desc="rollout", disable=not progress)
     try:
         for task in tasks:

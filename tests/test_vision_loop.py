@@ -126,3 +126,21 @@ def test_corner2_matches_lerobot_view() -> None:
     camera.close(), env.close(), theirs_env.close()
     # same view up to rendering quality; the unturned frame is much further away
     assert np.abs(ours - theirs).mean() < 0.5 * np.abs(flipped - theirs).mean()
+
+
+def test_agent_pos_policy_without_cameras_gets_agent_pos() -> None:
+    """A policy trained on LeRobot's 4-D agent_pos alone (the vision preset's regression baseline) is
+    given the first 4 state values in rollouts, and nothing is rendered for it."""
+    from eval.rollout import rollout
+
+    seen = []
+
+    class AgentPos:
+        chunk_size, action_dim, state_dim, last_stats = 2, 4, 4, {}
+
+        def predict_action_chunk(self, batch):
+            seen.append(np.asarray(batch["observation.state"]).shape)
+            return np.zeros((len(batch["task"]), 2, 4))
+
+    result = rollout(AgentPos(), "metaworld", ["button-press-v3"], seeds=[0], horizon=4, n_envs=1)
+    assert seen == [(1, 4), (1, 4)] and result.episodes[0].error is None
