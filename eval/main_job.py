@@ -174,7 +174,8 @@ def presets() -> dict[str, RunConfig]:
             "vision": RunConfig(preset="default", tasks=VISION_TASKS,
                                 collect=CollectConfig(episodes=50, cameras=(VISION_CAMERA,), image_size=64),
                                 train=TrainConfig(max_steps=1500, image_keys=(f"observation.images.{VISION_CAMERA}",)),
-                                regression=RegressionConfig(steps=3000),
+                                regression=RegressionConfig(steps=3000, batch_size=64,
+                                                            image_keys=(f"observation.images.{VISION_CAMERA}",)),
                                 eval=EvalConfig(episodes=50, n_envs=10, n_action_steps=5, horizon=150)),
         }
         _PRESETS.update({name: dataclasses.replace(cfg, preset=name, out=None) for name, cfg in built.items()})

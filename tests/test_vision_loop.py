@@ -144,3 +144,26 @@ def test_agent_pos_policy_without_cameras_gets_agent_pos() -> None:
 
     result = rollout(AgentPos(), "metaworld", ["button-press-v3"], seeds=[0], horizon=4, n_envs=1)
     assert seen == [(1, 4), (1, 4)] and result.episodes[0].error is None
+
+
+@pytest.mark.slow  # uses the camera-demo fixture
+def test_regression_baseline_uses_the_image_encoder(vision_policy_dir: Path, tmp_path: Path) -> None:
+    from eval.rollout import rollout
+    from training.regression import RegressionConfig, RegressionPolicy, run_train_regression
+    from training.vision import ImageRegressionNet
+
+    demos = vision_policy_dir.parent / "demos"
+    run_train_regression(RegressionConfig(dataset=str(demos), out=tmp_path / "reg", chunk_size=4, hidden=16, layers=1,
+                                          steps=3, batch_size=4, image_keys=(KEY,), progress=False))
+    policy = RegressionPolicy.from_pretrained(tmp_path / "reg")
+    assert isinstance(policy.model, ImageRegressionNet) and policy.image_keys == (KEY,) and policy.state_dim == 4
+    rng = np.random.default_rng(0)
+    batch = {"observation.state": np.zeros((2, 4)), "task": ["Press a button"] * 2,
+             KEY: rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)}
+    a = policy.predict_action_chunk(batch)
+    b = policy.predict_action_chunk(dict(batch, **{KEY: rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)}))
+    assert a.shape == (2, 4, 4) and not np.allclose(a, b)  # the frames reach the output
+    with pytest.raises(KeyError, match="sees cameras"):
+        policy.predict_action_chunk({"observation.state": np.zeros((2, 4)), "task": ["Press a button"] * 2})
+    result = rollout(policy, "metaworld", ["button-press-v3"], seeds=[1], horizon=4, n_envs=1)
+    assert result.episodes[0].error is None and result.episodes[0].length == 4

@@ -61,6 +61,10 @@ class RegressionConfig(DataSelection):
     """AdamW weight decay."""
     normalization: str = "quantile"
     """Action normalizer mode (one of action_tokenizers.normalize.MODES); the loss is on normalized actions."""
+    image_keys: tuple[str, ...] = ()
+    """Camera features the baseline sees through the LM policies' image encoder (training.vision); empty: none."""
+    vision_encoder: str = "cnn"
+    """Image backbone, as for the LM policies: cnn or a transformers vision model name/path."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -125,6 +129,8 @@ class RegressionPolicy:
         self.action_normalizer, self.state_normalizer = action_normalizer, state_normalizer
         self.chunk_size, self.action_dim = int(chunk_size), int(action_dim)
         self.state_dim = int(state_normalizer.dim)
+        self.image_keys: tuple[str, ...] = tuple(getattr(model, "image_keys", ()))  # ImageRegressionNet only
+        self.image_shape = getattr(model, "image_shape", None)
         self.last_stats: dict[str, Any] = {"malformed": 0, "latency_s": 0.0}
 
     # ------------------------------------------------------------------ encoding shared with training
@@ -154,10 +160,19 @@ class RegressionPolicy:
         start = time.perf_counter()
         x = self.encode_inputs(batch["observation.state"], list(batch["task"]))
         with torch.no_grad():
-            y = self.model(torch.from_numpy(x)).numpy().astype(np.float64)
+            y = self.forward(torch.from_numpy(x), batch).numpy().astype(np.float64)
         chunks = self.action_normalizer.unnormalize(y.reshape(len(x), self.chunk_size, self.action_dim))
         self.last_stats = {"malformed": 0, "latency_s": time.perf_counter() - start}
         return chunks  # (b, h, d)
+
+    def forward(self, x: Any, images: dict[str, Any] | None = None) -> Any:
+        """The network on encoded inputs ``x`` (and, with cameras, the frames of the same rows)."""
+        if not self.image_keys:
+            return self.model(x)
+        missing = [k for k in self.image_keys if k not in (images or {})]
+        if missing:
+            raise KeyError(f"the regression baseline sees cameras {list(self.image_keys)}; the batch lacks {missing}")
+        return self.model(x, images)
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, root: Path, extra: dict[str, Any] | None = None) -> None:
@@ -165,6 +180,7 @@ class RegressionPolicy:
         import torch
 
         tensors = {f"model.{k}": v.detach().contiguous() for k, v in self.model.state_dict().items()}
+        mlp = getattr(self.model, "mlp", self.model)  # with cameras, the MLP after the image encoder
         for prefix, norm in (("action_", self.action_normalizer), ("state_", self.state_normalizer)):
             tensors.update({prefix + k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in norm.tensors().items()})
         save_file(tensors, str(Path(root) / WEIGHTS_FILE))
@@ -173,8 +189,9 @@ class RegressionPolicy:
             "state_dim": self.state_dim,
             "action_dim": self.action_dim,
             "chunk_size": self.chunk_size,
-            "hidden": self.model[0].out_features,
-            "layers": sum(1 for m in self.model if hasattr(m, "out_features")) - 1,
+            "hidden": mlp[0].out_features,
+            "layers": sum(1 for m in mlp if hasattr(m, "out_features")) - 1,
+            **({"image_encoder": self.model.encoder.config()} if self.image_keys else {}),
             "tasks": self.tasks,
             "action_normalizer": self.action_normalizer.config(),
             "state_normalizer": self.state_normalizer.config(),
@@ -196,18 +213,29 @@ class RegressionPolicy:
             arrays = {k[len(prefix):]: v.numpy() for k, v in tensors.items() if k.startswith(prefix)}
             norms[prefix] = Normalizer.from_saved(config[f"{prefix}normalizer"], arrays)
         s, d, h, tasks = config["state_dim"], config["action_dim"], config["chunk_size"], config["tasks"]
-        model = _mlp(s + len(tasks), h * d, config["hidden"], config["layers"])
+        model = _network(s + len(tasks), h * d, config["hidden"], config["layers"], config.get("image_encoder"))
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
         return cls(model, tasks, norms["action_"], norms["state_"], h, d)
 
 
 # ---------------------------------------------------------------------- training
+def _network(in_dim: int, out_dim: int, hidden: int, layers: int, image_encoder: dict[str, Any] | None) -> Any:
+    """The MLP, or (with an image encoder config) the image encoder feeding the MLP."""
+    if image_encoder is None:
+        return _mlp(in_dim, out_dim, hidden, layers)
+    from training.observation import build_encoder
+    from training.vision import ImageRegressionNet
+
+    encoder = build_encoder(image_encoder)
+    return ImageRegressionNet(encoder, _mlp(in_dim + encoder.n_tokens * encoder.embed_dim, out_dim, hidden, layers))
+
+
 def _load(cfg: RegressionConfig) -> Any:
     from action_tokenizers.data import load_chunks
 
     cs = load_chunks(
         cfg.dataset, chunk_size=cfg.chunk_size, stride=cfg.stride, action_key=cfg.action_key, pad="last",
-        state_key=cfg.state_key, with_tasks=True,
+        state_key=cfg.state_key, with_tasks=True, image_keys=cfg.image_keys,
     )
     if cs.states is None or cs.tasks is None:
         raise ValueError(f"{cfg.dataset} gave no states or tasks: the baseline needs {cfg.state_key!r} and task strings")
@@ -221,7 +249,15 @@ def _build_policy(cfg: RegressionConfig, cs: Any, train: np.ndarray) -> Regressi
     torch.manual_seed(cfg.seed)
     tasks = sorted(set(cs.tasks))
     action_norm = Normalizer(cfg.normalization).fit(cs.actions[train][cs.mask[train]])  # real steps only
-    model = _mlp(cs.states.shape[1] + len(tasks), cfg.chunk_size * cs.action_dim, cfg.hidden, cfg.layers)
+    encoder = None
+    if cfg.image_keys:  # the LM policies' image encoder, images only: the state is standardized here
+        from training.vision import ImageStateEncoder, check_image_shape
+
+        shape = cs.images[cfg.image_keys[0]].shape[1:]
+        for key in cfg.image_keys:
+            check_image_shape(cs.images[key].shape[1:], key, expected=shape)
+        encoder = ImageStateEncoder(cfg.image_keys, shape, embed_dim=64, vision_encoder=cfg.vision_encoder).config()
+    model = _network(cs.states.shape[1] + len(tasks), cfg.chunk_size * cs.action_dim, cfg.hidden, cfg.layers, encoder)
     return RegressionPolicy(model, tasks, action_norm, _state_normalizer(cs.states[train]), cfg.chunk_size,
                             cs.action_dim)
 
@@ -236,6 +272,13 @@ def _tensors(policy: RegressionPolicy, cs: Any, rows: np.ndarray) -> tuple[Any, 
     return x, y, mask
 
 
+def _frames(cs: Any, rows: np.ndarray) -> dict[str, Any]:
+    """Camera frames (uint8 ``(b, H, W, C)``) of chunk rows ``rows``; empty without cameras."""
+    import torch
+
+    return {k: torch.from_numpy(v[np.asarray(rows)]) for k, v in (cs.images or {}).items()}
+
+
 def _heldout_loss(policy: RegressionPolicy, cs: Any, rows: np.ndarray) -> float | None:
     """Masked squared error on the held-out rows (None without any)."""
     import torch
@@ -244,7 +287,7 @@ def _heldout_loss(policy: RegressionPolicy, cs: Any, rows: np.ndarray) -> float 
         return None
     x, y, mask = _tensors(policy, cs, rows)
     with torch.no_grad():
-        pred = policy.model(x).view(len(rows), policy.chunk_size, policy.action_dim)
+        pred = policy.forward(x, _frames(cs, rows)).view(len(rows), policy.chunk_size, policy.action_dim)
     return float(((pred - y) ** 2 * mask).sum() / (mask.sum() * policy.action_dim))
 
 
@@ -262,7 +305,8 @@ def _fit(cfg: RegressionConfig, policy: RegressionPolicy, cs: Any, train: np.nda
     bar = tqdm(range(cfg.steps), desc="regression", disable=not cfg.progress)
     for step in bar:
         idx = torch.randint(len(x), (min(cfg.batch_size, len(x)),), generator=gen)
-        pred = model(x[idx]).view(len(idx), policy.chunk_size, policy.action_dim)
+        pred = policy.forward(x[idx], _frames(cs, train[idx.numpy()])).view(len(idx), policy.chunk_size,
+                                                                             policy.action_dim)
         loss = ((pred - y[idx]) ** 2 * mask[idx]).sum() / (mask[idx].sum() * policy.action_dim)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -30,7 +30,7 @@ from torch import nn
 
 from training.observation import ENCODERS, ObservationEncoder, StateProjection
 
-__all__ = ["CNN", "ImageStateEncoder", "build_backbone", "check_image_shape", "image_tensor", "random_shift"]
+__all__ = ["CNN", "ImageRegressionNet", "ImageStateEncoder", "build_backbone", "check_image_shape", "image_tensor", "random_shift"]
 
 CNN_NAME = "cnn"
 MIN_SIDE = 16  # the CNN halves the side three times; smaller frames leave nothing to pool
@@ -220,3 +220,28 @@ class ImageStateEncoder(ObservationEncoder):
 
 
 ENCODERS[ImageStateEncoder.name] = ImageStateEncoder
+
+
+class ImageRegressionNet(nn.Module):
+    """The regression baseline's network with cameras: the same image encoder feeds its MLP.
+
+    ``x`` is what the state-only baseline takes (standardized state + task one-hot); the frames go
+    through an ``ImageStateEncoder`` without a state part, and its ``(b, k, e)`` output, flattened,
+    is concatenated to ``x`` before the MLP.
+    """
+
+    def __init__(self, encoder: ImageStateEncoder, mlp: nn.Module) -> None:
+        super().__init__()
+        if encoder.state is not None:
+            raise ValueError("the regression baseline standardizes the state itself; build the encoder with state_dim=0")
+        self.encoder, self.mlp = encoder, mlp
+        self.image_keys, self.image_shape = encoder.image_keys, encoder.image_shape
+
+    @property
+    def width(self) -> int:
+        """Image features added to the MLP's input."""
+        return self.encoder.n_tokens * self.encoder.embed_dim
+
+    def forward(self, x: torch.Tensor, images: dict[str, Any]) -> torch.Tensor:
+        z = self.encoder({k: images[k] for k in self.image_keys}).flatten(1)  # (b, k * e)
+        return self.mlp(torch.cat([x, z.to(x.dtype)], dim=1))
