@@ -174,7 +174,7 @@ def presets() -> dict[str, RunConfig]:
             "vision": RunConfig(preset="default", tasks=VISION_TASKS,
                                 collect=CollectConfig(episodes=50, cameras=(VISION_CAMERA,), image_size=64),
                                 train=TrainConfig(max_steps=1500, image_keys=(f"observation.images.{VISION_CAMERA}",)),
-                                regression=RegressionConfig(steps=3000, batch_size=64,
+                                regression=RegressionConfig(steps=1000, batch_size=64,
                                                             image_keys=(f"observation.images.{VISION_CAMERA}",)),
                                 eval=EvalConfig(episodes=50, n_envs=10, n_action_steps=5, horizon=150)),
         }
