@@ -237,7 +237,7 @@ def test_eval_command_runs_augmented(metaworld_root: Path, tmp_path: Path, capsy
     from eval.cli import main
 
     out = tmp_path / "eval"
-    rc = main(["eval", "--policy", "expert", "--tasks", TASK, "--episodes", "2", "--max-steps", "30", "--n-envs", "2",
+    rc = main(["eval", "--policy", "expert", "--tasks", TASK, "--episodes", "2", "--horizon", "30", "--n-envs", "2",
                "--execution", "augmented", "--dataset", str(metaworld_root), "--out", str(out), "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     results = json.loads((out / "results.json").read_text())
