@@ -43,6 +43,11 @@ METRICS_FILE = "metrics.json"
 CARD_FILE = "README.md"
 PAD_MODES = ("drop", "last")
 PRECISIONS = ("no", "bf16", "fp16")
+ORDERED_FAMILIES = ("binning",)
+"""Tokenizer families whose local ids are ordered bins of one shared range (id k and k + 1 decode to
+neighbouring values in every dimension), so smoothing a target over neighbouring ids means something."""
+MAX_SMOOTHED_BINS = 8192
+"""Bin smoothing keeps one dense (bins x bins) target table on the device; more bins would not fit."""
 # Fields that may change between a run and its --resume (they do not change what is trained).
 RESUMABLE_FIELDS = ("out", "resume", "overwrite", "max_steps", "stop_after", "checkpoint_every", "eval_every",
                     "eval_chunks", "progress", "threads", "push_to_hub")
@@ -84,6 +89,8 @@ class TrainConfig(DataSelection):
     """Linear warm-up steps, then cosine decay to 10% of lr."""
     grad_clip: float = 1.0
     """Gradient norm clip (0 = off)."""
+    bin_smoothing: float = 0.0
+    """Binning tokenizers: target each action token with a discrete Gaussian over the neighbouring bins, this std in bins (0 = plain cross-entropy)."""
     eval_chunks: int = 64
     """Held-out chunks generated and decoded for the reconstruction error."""
     eval_every: int = 0
@@ -143,6 +150,8 @@ class TrainConfig(DataSelection):
             raise ValueError(f"stop_after must be >= 1 or None, got {self.stop_after}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if not (self.bin_smoothing >= 0 and math.isfinite(self.bin_smoothing)):
+            raise ValueError(f"bin_smoothing must be a finite number >= 0 (std in bins), got {self.bin_smoothing}")
         if self.model is None and self.vocab_strategy == "tail":
             raise ValueError("vocab_strategy 'tail' needs a pretrained --model; the default model is built with 'add'")
         if self.model is None:
@@ -194,6 +203,20 @@ def load_action_tokenizer(cfg: TrainConfig) -> "ActionTokenizer":
         raise ValueError(f"--chunk-size {cfg.chunk_size} does not match the tokenizer's chunk size {tok.chunk_size} "
                          f"({cfg.tokenizer}); refit the tokenizer or drop --chunk-size")
     return tok
+
+
+def check_bin_smoothing(cfg: TrainConfig, tok: "ActionTokenizer") -> None:
+    """Refuse ``bin_smoothing`` for tokenizers whose ids have no order (FAST's BPE merges, VQ codes):
+    there, id k + 1 is no closer to id k than any other id."""
+    if cfg.bin_smoothing <= 0:
+        return
+    if tok.family not in ORDERED_FAMILIES:
+        raise ValueError(f"--bin-smoothing {cfg.bin_smoothing} needs a tokenizer whose ids are ordered bins "
+                         f"({', '.join(ORDERED_FAMILIES)}); the {tok.family} tokenizer's ids have no order: "
+                         "use --bin-smoothing 0")
+    if tok.vocab_size > MAX_SMOOTHED_BINS:
+        raise ValueError(f"--bin-smoothing keeps a ({tok.vocab_size} x {tok.vocab_size}) target table; at most "
+                         f"{MAX_SMOOTHED_BINS} bins are supported")
 
 
 def load_training_chunks(cfg: TrainConfig, tok: "ActionTokenizer") -> "ChunkSet":
@@ -338,6 +361,9 @@ def prepare_out_dir(cfg: TrainConfig, is_main: bool = True, folder: OutputFolder
 
 
 def _check_same_run(previous: dict[str, Any], current: dict[str, Any], out: Path) -> None:
+    # A field the saved config lacks was added later; the run trained with its default (e.g. bin_smoothing 0).
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    previous = {**{k: v for k, v in defaults.items() if k not in previous}, **previous}
     diff = {k: (previous.get(k), v) for k, v in current.items()
             if k not in RESUMABLE_FIELDS and previous.get(k) != v}
     if diff:
@@ -347,12 +373,75 @@ def _check_same_run(previous: dict[str, Any], current: dict[str, Any], out: Path
 
 
 # ---------------------------------------------------------------------- loop helpers
-def token_loss(logits: "torch.Tensor", labels: "torch.Tensor", vocab: "ActionVocab") -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
-    """Shifted cross-entropy on labelled positions; (loss, correct action tokens, action tokens)."""
+@dataclass(frozen=True)
+class BinSmoothing:
+    """Soft targets for action tokens, built once per run on the training device.
+
+    Row k of ``targets`` is the target distribution over local ids when the true local id is k: a
+    discrete Gaussian of std ``std`` bins around k, cut to the bin range [0, n) and renormalized, so
+    no mass ever lands on a marker, a prompt id or an id outside the action block. ``lm_ids[j]``
+    is the LM id of local id j (either mapping direction).
+    """
+
+    std: float
+    targets: "torch.Tensor"
+    """(n, n) float32, rows sum to 1."""
+    lm_ids: "torch.Tensor"
+    """(n,) int64 LM ids in local id order."""
+
+
+def bin_smoothing_targets(std: float, n: int) -> "torch.Tensor":
+    """(n, n) discrete Gaussian rows over bins ``0..n-1``, each normalized to 1 (float32)."""
+    import torch
+
+    if not (std > 0 and math.isfinite(std)):
+        raise ValueError(f"bin smoothing std must be a positive finite number, got {std}")
+    k = torch.arange(n, dtype=torch.float64)
+    w = torch.exp(-0.5 * ((k[None, :] - k[:, None]) / std) ** 2)  # the diagonal is 1, so no row is all zero
+    return (w / w.sum(dim=1, keepdim=True)).float()
+
+
+def build_bin_smoothing(std: float, vocab: "ActionVocab", device: "torch.device | str" = "cpu") -> BinSmoothing | None:
+    """The run's soft-target table (None for ``std == 0``: plain cross-entropy)."""
+    import torch
+
+    if std == 0:
+        return None
+    targets = bin_smoothing_targets(std, vocab.n_actions).to(device)
+    lm_ids = torch.as_tensor(vocab.to_lm(np.arange(vocab.n_actions)), dtype=torch.long, device=device)
+    return BinSmoothing(float(std), targets, lm_ids)
+
+
+def _smoothed_cross_entropy(logits: "torch.Tensor", labels: "torch.Tensor", vocab: "ActionVocab",
+                            smoothing: BinSmoothing) -> "torch.Tensor":
+    """Mean over labelled positions: soft-target cross-entropy at action ids, hard at the others (eoa)."""
+    import torch.nn.functional as F
+
+    keep = labels != -100
+    logp = F.log_softmax(logits[keep], dim=-1)  # (m, V)
+    lab = labels[keep]
+    lo, hi = vocab.action_range
+    act = (lab >= lo) & (lab <= hi)
+    hard = -logp[~act].gather(1, lab[~act, None]).sum()
+    local = (lab[act] - vocab.first_id) * vocab.step
+    soft = -(smoothing.targets[local] * logp[act][:, smoothing.lm_ids]).sum()
+    return (hard + soft) / max(1, int(lab.numel()))
+
+
+def token_loss(logits: "torch.Tensor", labels: "torch.Tensor", vocab: "ActionVocab",
+               smoothing: BinSmoothing | None = None) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    """Shifted cross-entropy on labelled positions; (loss, correct action tokens, action tokens).
+
+    With ``smoothing`` the action positions' targets are its soft rows (order-aware loss); the
+    accuracy stays argmax against the true id either way.
+    """
     import torch.nn.functional as F
 
     logits, labels = logits[:, :-1].float(), labels[:, 1:]  # position i predicts token i + 1
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+    if smoothing is None:
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+    else:
+        loss = _smoothed_cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), vocab, smoothing)
     lo, hi = vocab.action_range
     is_action = (labels >= lo) & (labels <= hi)
     correct = ((logits.argmax(-1) == labels) & is_action).sum()
@@ -364,9 +453,9 @@ def to_device(batch: dict[str, Any], device: "torch.device") -> dict[str, Any]:
 
 
 def train_step(model: "PolicyModel", batch: dict[str, Any], optimizer, scheduler, accelerator, cfg: TrainConfig,
-               vocab: "ActionVocab") -> float:
+               vocab: "ActionVocab", smoothing: BinSmoothing | None = None) -> float:
     logits = model(batch["input_ids"], batch["attention_mask"], batch["obs_start"], batch["obs"])
-    loss, _, _ = token_loss(logits, batch["labels"], vocab)
+    loss, _, _ = token_loss(logits, batch["labels"], vocab, smoothing)
     accelerator.backward(loss)
     if cfg.grad_clip > 0:
         accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -378,7 +467,10 @@ def train_step(model: "PolicyModel", batch: dict[str, Any], optimizer, scheduler
 
 def evaluate(model: "PolicyModel", ex: "Examples", held: np.ndarray, chunks: "ChunkSet", tok: "ActionTokenizer",
              vocab: "ActionVocab", cfg: TrainConfig, pad_id: int, plan: "DecodingPlan") -> dict[str, Any]:
-    """Held-out loss and action-token accuracy (teacher forced), then greedy generation -> decode -> error."""
+    """Held-out loss and action-token accuracy (teacher forced), then greedy generation -> decode -> error.
+
+    The held-out loss is plain cross-entropy even when training used ``bin_smoothing``, so runs
+    with different smoothing compare on one scale."""
     import torch
 
     from training.generation import generate_action_ids
@@ -509,6 +601,7 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
 
     # -- inputs, checked before anything is built
     tok = load_action_tokenizer(cfg)
+    check_bin_smoothing(cfg, tok)
     chunks = load_training_chunks(cfg, tok)
     split = data_split(cfg, tok, chunks)
     cfg = dataclasses.replace(cfg, heldout_episodes=tuple(split.heldout_episodes))  # saved configs record it
@@ -527,6 +620,7 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
     longest_target = max(_target_len(ex, i) for i in range(len(ex))) - 1
     plan = DecodingPlan.from_tokenizer(tok, cfg.max_new_tokens or 2 * longest_target)
     pad_id = base.tokenizer.pad_token_id
+    smoothing = build_bin_smoothing(cfg.bin_smoothing, base.vocab, accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -549,7 +643,7 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
         idx = batch_indices(state.step, train_rows, cfg.batch_size, cfg.seed, accelerator.process_index,
                             accelerator.num_processes)
         batch = to_device(with_images(collate(ex, idx, pad_id, cfg.state_key), chunks, idx), accelerator.device)
-        loss = train_step(model, batch, optimizer, scheduler, accelerator, cfg, base.vocab)
+        loss = train_step(model, batch, optimizer, scheduler, accelerator, cfg, base.vocab, smoothing)
         state.step += 1
         state.train_seconds += time.perf_counter() - t0
         state.train_cpu_seconds += time.process_time() - c0
