@@ -19,24 +19,30 @@ demo collector's seeds, so the policy is tested on initial states it was not tra
 initial state, its chunks executed open loop; the expert reference stays closed loop. The entry is
 keyed ``NAME-augmented`` and adds ``execution`` and ``model_drift``; a model fitted from
 ``--dataset`` is saved to ``OUT/transition_model``.
+
+Decoding and execution knobs (issue 16's factor study): ``--temperature T`` samples an LM policy's
+tokens at T (0 = greedy; default its saved setting; refused for regression and the expert), with
+torch's RNG seeded from ``--seed`` once per evaluation so a rerun gives the same episodes;
+``--ensemble-decay K`` executes ACT's temporal ensemble of overlapping chunks (eval/rollout.py).
+Both are recorded in ``meta`` and in the policy's entry (``temperature``, ``ensemble_decay``).
 """
 
 from __future__ import annotations
 
 import contextlib
-
+import math
 import os
 import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from action_tokenizers.io import atomic_directory, check_output, write_json
 from eval.augmentation import TransitionModel, augmented_rollout, check_model_fits, load_or_fit_model, mean_model_drift
 from eval.plots import policy_entries, write_plots
 from eval.policies import EXPERT, ExpertPolicy, Policy, load_policy, policy_name
-from eval.rollout import EnvPool, RolloutResult, check_dims, rollout
+from eval.rollout import EnvPool, RolloutResult, check_decoding, check_dims, check_ensemble_decay, rollout, samples
 
 __all__ = [
     "DEFAULT_TASKS",
@@ -99,6 +105,12 @@ class EvalConfig:
     ``eval --dataset D --help`` lists its options)."""
     paraphrased: bool = False
     """Also roll the policy out, on the same seeds, with instructions it never saw in training (eval/paraphrases.py)."""
+    temperature: float | None = None
+    """Sampling temperature of an LM policy's action tokens (0 = greedy; default: the policy's saved setting).
+    Sampling is seeded from --seed, so a rerun is identical. Refused for policies that do not sample."""
+    ensemble_decay: float | None = None
+    """Temporal ensembling (ACT): execute the exp(-K*i)-weighted mean (i=0 the oldest) of every overlapping
+    chunk's prediction for the current step; the policy is still called every --n-action-steps. Default: off."""
 
     def __post_init__(self) -> None:
         from eval import envs
@@ -119,6 +131,9 @@ class EvalConfig:
         if self.video_episodes < 0 or self.video_size < 16:
             raise ValueError(f"--video-episodes must be >= 0 and --video-size >= 16, got {self.video_episodes}, {self.video_size}")
         self.out = Path(self.out)
+        check_ensemble_decay(self.ensemble_decay)
+        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"--temperature must be finite and >= 0 (0 = greedy), got {self.temperature}")
         _check_execution(self)
         if self.paraphrased:
             from eval.paraphrases import paraphrase_map
@@ -161,10 +176,47 @@ def n_action_steps(policy: Policy, cfg: EvalConfig) -> int:
     return int(cfg.n_action_steps or policy.chunk_size)
 
 
+def temperature_for(policy: Policy, cfg: EvalConfig) -> float | None:
+    """The temperature passed to ``policy``'s calls: ``cfg.temperature``, except for the expert reference (None)."""
+    return None if isinstance(policy, ExpertPolicy) else cfg.temperature
+
+
+def ensemble_decay_for(policy: Policy, cfg: EvalConfig) -> float | None:
+    """The ensembling decay for ``policy``: ``cfg.ensemble_decay``; None for the expert (it re-plans every step)."""
+    return None if isinstance(policy, ExpertPolicy) else cfg.ensemble_decay
+
+
+def effective_temperature(policy: Policy, cfg: EvalConfig) -> float | None:
+    """The temperature ``policy`` actually samples at (its saved one unless overridden); None if it does not sample."""
+    if not samples(policy):
+        return None
+    chosen = temperature_for(policy, cfg)
+    return float(getattr(policy, "temperature", 0.0) if chosen is None else chosen)
+
+
+@contextlib.contextmanager
+def seeded_sampling(temperature: float | None, seed: int) -> Iterator[None]:
+    """Seed torch's RNG with ``seed`` for the enclosed rollouts when they sample (restored afterwards).
+
+    Why: generation samples from torch's global RNG, so without this two identical evaluations of a
+    sampling policy differ; greedy decoding needs no seed (and torch is then not imported here).
+    """
+    if not temperature:
+        yield
+        return
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
+
+
 def check_policy(policy: Policy, cfg: EvalConfig) -> None:
-    """Reject a policy whose action/state dimension or chunk length does not fit any requested task."""
+    """Reject a policy whose action/state dimension or chunk length does not fit any requested task,
+    or that is given a temperature it cannot sample at."""
     from eval.envs import env_spec
 
+    check_decoding(policy, temperature_for(policy, cfg))
     for task in cfg.tasks:
         spec = env_spec(cfg.env, task)
         check_dims(policy, spec.action_dim, _policy_state_dim(policy, cfg.env, spec.obs_dim), n_action_steps(policy, cfg))
@@ -202,10 +254,12 @@ def _rollout(policy: Policy, cfg: EvalConfig, pool: EnvPool | None, model: Trans
     render = cfg.video_episodes if cfg.video else 0
     kwargs = dict(n_action_steps=n_action_steps(policy, cfg), horizon=cfg.horizon, n_envs=cfg.n_envs,
                   render_episodes=render, progress=cfg.progress, pool=pool,
-                  render_kwargs={"render_mode": "rgb_array", "width": cfg.video_size, "height": cfg.video_size})
-    if model is None:
-        return rollout(policy, cfg.env, cfg.tasks, cfg.seeds, instructions=instructions, **kwargs)
-    return augmented_rollout(policy, model, cfg.env, cfg.tasks, cfg.seeds, **kwargs)
+                  render_kwargs={"render_mode": "rgb_array", "width": cfg.video_size, "height": cfg.video_size},
+                  temperature=temperature_for(policy, cfg), ensemble_decay=ensemble_decay_for(policy, cfg))
+    with seeded_sampling(effective_temperature(policy, cfg), cfg.seed):  # after the warm-up: same draws every run
+        if model is None:
+            return rollout(policy, cfg.env, cfg.tasks, cfg.seeds, instructions=instructions, **kwargs)
+        return augmented_rollout(policy, model, cfg.env, cfg.tasks, cfg.seeds, **kwargs)
 
 
 def transition_model_for(policy: Policy, cfg: EvalConfig) -> TransitionModel | None:
@@ -250,6 +304,8 @@ def evaluate_policy(
         expert = result  # the closed-loop expert's regret is 0 by definition
     entry = policy_entry(policy, result, expert, n_action_steps(policy, cfg))
     entry["execution"] = "closed_loop" if model is None else "augmented"
+    entry["temperature"] = effective_temperature(policy, cfg)
+    entry["ensemble_decay"] = ensemble_decay_for(policy, cfg)
     if model is not None:
         entry["model_drift"] = mean_model_drift(result.episodes)
     return PolicyEvaluation(name, entry, result)
@@ -362,6 +418,8 @@ def _meta(cfg: EvalConfig, seconds: float, episodes: int) -> dict[str, Any]:
         "episodes_per_task": cfg.episodes,
         "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1],
         "n_action_steps": cfg.n_action_steps,
+        "temperature": cfg.temperature,
+        "ensemble_decay": cfg.ensemble_decay,
         "execution": cfg.execution,
         "n_envs": cfg.n_envs,
         "horizon": cfg.horizon,
@@ -401,6 +459,9 @@ def run_eval(cfg: EvalConfig, pool: EnvPool | None = None, expert: PolicyEvaluat
     name = cfg.name or policy_name(policy, fallback=Path(str(cfg.policy)).name)
     if name == "meta":
         raise ValueError("'meta' is reserved for run metadata in results.json; pass another --name")
+    check_decoding(policy, cfg.temperature)  # the policy asked for (the expert reference ignores it)
+    if isinstance(policy, ExpertPolicy) and cfg.ensemble_decay is not None:
+        raise ValueError("--ensemble-decay does nothing for the expert (it re-plans every step with chunks of 1): drop it")
     check_policy(policy, cfg)  # before any rollout, the expert's included
     model = transition_model_for(policy, cfg)  # likewise
     is_expert = isinstance(policy, ExpertPolicy)

@@ -6,6 +6,12 @@ chunk ``(b, h, d)``; each instance executes the first ``n_action_steps`` actions
 the policy re-plans (receding horizon). Episodes run a fixed ``horizon`` of steps (success is
 "succeeded at some step"), so returns are comparable between policies and regret is meaningful.
 
+With ``ensemble_decay=K`` the chunks are temporally ensembled (ACT, Zhao et al. 2023): the
+policy is still called every ``n_action_steps`` steps, but the action executed at step t is the
+weighted mean of every still-valid prediction for t (a chunk planned at step s predicts s..s+h-1),
+weights ``exp(-K * i)`` with i = 0 the oldest prediction; ``n_action_steps=1`` is ACT's scheme.
+``temperature`` is passed to ``predict_action_chunk`` of a sampling policy (None: its own setting).
+
 Faults are recorded, not hidden: an environment that raises ends that episode as failed with the
 error text while the other instances go on; a non-finite action is replaced by the nearest point
 of the action space (NaN -> its center) and counted. Seeds are per episode, so the expert and any
@@ -21,6 +27,8 @@ Usage::
 
 from __future__ import annotations
 
+import inspect
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EnvPool", "EpisodeRecord", "RolloutResult", "check_compatible", "check_dims", "rollout", "sanitize_action"]
+__all__ = ["EnvPool", "EpisodeRecord", "RolloutResult", "check_compatible", "check_decoding", "check_dims",
+           "check_ensemble_decay", "ensemble_weights", "rollout", "sanitize_action", "samples"]
 
 EnvFactory = Callable[..., Any]
 
@@ -107,6 +116,37 @@ def check_dims(policy: Any, action_dim: int, state_dim: int | None, n_action_ste
         raise ValueError(f"n_action_steps must be in [1, chunk_size={policy.chunk_size}], got {n_action_steps}")
 
 
+def samples(policy: Any) -> bool:
+    """Whether ``policy`` decodes by sampling, i.e. its ``predict_action_chunk`` takes a ``temperature``."""
+    try:
+        return "temperature" in inspect.signature(policy.predict_action_chunk).parameters
+    except (TypeError, ValueError):  # no introspectable signature: treat as deterministic
+        return False
+
+
+def check_decoding(policy: Any, temperature: float | None) -> None:
+    """Refuse a temperature that is non-finite or negative, or given to a policy that does not sample."""
+    if temperature is None:
+        return
+    if not (math.isfinite(float(temperature)) and float(temperature) >= 0):
+        raise ValueError(f"--temperature must be finite and >= 0 (0 = greedy), got {temperature}")
+    if not samples(policy):
+        raise ValueError(f"--temperature applies only to tokenized (LM) policies that sample; "
+                         f"{type(policy).__name__} predicts deterministically: drop --temperature")
+
+
+def check_ensemble_decay(decay: float | None) -> None:
+    """Refuse a temporal-ensembling decay that is non-finite or negative (None = ensembling off)."""
+    if decay is not None and not (math.isfinite(float(decay)) and float(decay) >= 0):
+        raise ValueError(f"--ensemble-decay must be finite and >= 0 (0 = plain mean of overlapping chunks), got {decay}")
+
+
+def ensemble_weights(n: int, decay: float) -> np.ndarray:
+    """ACT's normalized weights ``exp(-decay * i)`` over ``n`` predictions, i = 0 the oldest."""
+    w = np.exp(-float(decay) * np.arange(n, dtype=np.float64))
+    return w / w.sum()
+
+
 def _error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
@@ -120,6 +160,7 @@ class _Batch:
         self.obs: list[np.ndarray | None] = [None] * len(seeds)
         self.active = [True] * len(seeds)
         self.plan: list[np.ndarray | None] = [None] * len(seeds)
+        self.history: list[list[tuple[int, np.ndarray]]] = [[] for _ in seeds]  # (planned at, chunk), ensembling only
         self.frames: list[list[np.ndarray] | None] = [[] if r else None for r in render]
 
     def fail(self, i: int, e: BaseException) -> None:
@@ -143,7 +184,8 @@ class _Batch:
         return [i for i, a in enumerate(self.active) if a]
 
 
-def _plan(policy: Any, batch: _Batch, rows: list[int], n_action_steps: int, cameras: Any = None) -> None:
+def _plan(policy: Any, batch: _Batch, rows: list[int], n_action_steps: int, cameras: Any = None,
+          temperature: float | None = None) -> None:
     """One policy call for every running instance; stores each row's chunk and the call's stats.
 
     ``cameras`` (``eval.envs.PolicyCameras``, camera policies only) renders the policy's cameras
@@ -154,7 +196,8 @@ def _plan(policy: Any, batch: _Batch, rows: list[int], n_action_steps: int, came
     query = {"observation.state": states, "task": texts, "task_name": [batch.task] * len(rows)}
     if cameras is not None:
         query.update(cameras([batch.envs[i] for i in rows], [batch.obs[i] for i in rows]))
-    chunks = np.asarray(policy.predict_action_chunk(query))
+    chunks = np.asarray(policy.predict_action_chunk(query) if temperature is None
+                        else policy.predict_action_chunk(query, temperature=temperature))
     expected = (len(rows), n_action_steps, int(policy.action_dim))
     if chunks.ndim != 3 or chunks.shape[0] != len(rows) or chunks.shape[1] < n_action_steps or chunks.shape[2] != expected[2]:
         raise ValueError(f"policy returned chunks of shape {chunks.shape}; expected (b={len(rows)}, h>={n_action_steps}, d={expected[2]})")
@@ -196,8 +239,16 @@ def _step(batch: _Batch, i: int, action: np.ndarray, t: int, stop_on_success: bo
         batch.active[i] = False
 
 
+def _ensembled(history: list[tuple[int, np.ndarray]], t: int, decay: float) -> np.ndarray:
+    """The weighted mean of every chunk's prediction for step ``t`` (oldest first); drops expired chunks."""
+    history[:] = [(s, c) for s, c in history if t < s + len(c)]
+    preds = np.stack([c[t - s] for s, c in history])  # (n, d), oldest first
+    return ensemble_weights(len(preds), decay) @ preds
+
+
 def _run_batch(
-    policy: Any, batch: _Batch, n_action_steps: int, horizon: int, stop_on_success: bool, cameras: Any = None
+    policy: Any, batch: _Batch, n_action_steps: int, horizon: int, stop_on_success: bool, cameras: Any = None,
+    temperature: float | None = None, ensemble_decay: float | None = None,
 ) -> None:
     start = time.perf_counter()
     if hasattr(policy, "reset"):
@@ -208,9 +259,16 @@ def _run_batch(
         if not rows:
             break
         if t % n_action_steps == 0:
-            _plan(policy, batch, rows, n_action_steps, cameras)
+            _plan(policy, batch, rows, n_action_steps, cameras, temperature)
+            if ensemble_decay is not None:
+                for i in rows:
+                    batch.history[i].append((t, np.asarray(batch.plan[i], dtype=np.float64)))
         for i in rows:
-            _step(batch, i, batch.plan[i][t % n_action_steps], t, stop_on_success)
+            if ensemble_decay is None:
+                action = batch.plan[i][t % n_action_steps]
+            else:
+                action = _ensembled(batch.history[i], t, ensemble_decay)
+            _step(batch, i, action, t, stop_on_success)
     share = (time.perf_counter() - start) / len(batch.records)
     for rec in batch.records:
         rec.wall_s = share
@@ -267,6 +325,8 @@ def rollout(
     env_factory: EnvFactory | None = None,
     pool: EnvPool | None = None,
     instructions: Callable[[str, int], str] | None = None,
+    temperature: float | None = None,
+    ensemble_decay: float | None = None,
 ) -> RolloutResult:
     """Roll ``policy`` out on every task for every seed; returns one record per (task, seed).
 
@@ -277,6 +337,10 @@ def rollout(
     first that many seeds per task, creating the envs with ``render_kwargs`` (default
     ``render_mode="rgb_array"``; needs a renderer: ``MUJOCO_GL=egl`` on a headless machine).
     Environments come from ``pool`` when given (and stay open), else from a pool of this call.
+
+    ``temperature`` (sampling policies only; None = the policy's own) is passed to every policy
+    call; the caller seeds torch's RNG for reproducible sampling (``eval.evaluate`` does, from its
+    seed). ``ensemble_decay`` turns on temporal ensembling of overlapping chunks (module docstring).
     """
     from tqdm import tqdm
 
@@ -286,6 +350,8 @@ def rollout(
     n_steps = int(n_action_steps or policy.chunk_size)
     if horizon < 1 or n_envs < 1 or not seeds:
         raise ValueError(f"need horizon >= 1, n_envs >= 1 and at least one seed; got {horizon}, {n_envs}, {len(seeds)} seeds")
+    check_decoding(policy, temperature)
+    check_ensemble_decay(ensemble_decay)
     own_pool = pool is None
     pool = EnvPool(env_factory) if own_pool else pool
     render = (render_kwargs or {"render_mode": "rgb_array"}) if render_episodes > 0 else None
@@ -306,7 +372,7 @@ def rollout(
                 filmed = [lo + j < render_episodes for j in range(len(batch_seeds))]
                 texts = [description if instructions is None else instructions(task, lo + j) for j in range(len(batch_seeds))]
                 batch = _Batch(envs[: len(batch_seeds)], task, batch_seeds, filmed, texts)
-                _run_batch(policy, batch, n_steps, horizon, stop_on_success, cameras)
+                _run_batch(policy, batch, n_steps, horizon, stop_on_success, cameras, temperature, ensemble_decay)
                 _collect(result, batch)
                 bar.update(len(batch_seeds))
                 bar.set_postfix(task=task, success=f"{np.mean([e.success for e in batch.records]):.2f}")
