@@ -39,33 +39,14 @@ class Counting:
 
 @pytest.mark.slow
 def test_bridge_steps_lerobot_metaworld_env(tmp_path: Path) -> None:
-    from lerobot.envs.configs import MetaworldEnv
-    from lerobot.envs.factory import make_env, make_env_pre_post_processors
-    from lerobot.envs.utils import preprocess_observation
-    from lerobot.policies.factory import make_policy, make_pre_post_processors
+    from eval.lerobot_bridge import ActionTokenizerPolicy
+    from lerobot_env_step import one_lerobot_step
 
-    from eval.lerobot_bridge import ActionTokenizerConfig, ActionTokenizerPolicy
-
-    inner = _save_policy(tmp_path / "reg", state_dim=4)
-    env_cfg = MetaworldEnv(task="reach-v3")
-    cfg = ActionTokenizerConfig(inner=str(inner), n_action_steps=2, device="cpu")
-    policy = make_policy(cfg, env_cfg=env_cfg)  # LeRobot's factory finds the class by the registered type
-    assert isinstance(policy, ActionTokenizerPolicy) and cfg.type == "action_tokenizer"
-    preprocessor, postprocessor = make_pre_post_processors(cfg)
-    env_pre, env_post = make_env_pre_post_processors(env_cfg, cfg)
-    vec = make_env(env_cfg, n_envs=1)["reach-v3"][0]
-    try:
-        obs, _ = vec.reset(seed=[0])
-        batch = preprocess_observation(obs)
-        batch["task"] = list(vec.call("task_description"))
-        assert batch["observation.state"].shape == (1, 4) and batch["task"] == [REACH]
-        action = postprocessor(policy.select_action(preprocessor(env_pre(batch))))
-        action = env_post({"action": action})["action"]
-        assert tuple(action.shape) == (1, 4) and torch.isfinite(action).all()
-        obs, reward, terminated, truncated, info = vec.step(action.numpy())
-        assert np.isfinite(reward).all() and obs["agent_pos"].shape == (1, 4)
-    finally:
-        vec.close()
+    step = one_lerobot_step(_save_policy(tmp_path / "reg", state_dim=4), "reach-v3")
+    assert isinstance(step.policy, ActionTokenizerPolicy) and step.policy.config.type == "action_tokenizer"
+    assert step.batch["observation.state"].shape == (1, 4) and step.batch["task"] == [REACH]
+    assert tuple(step.action.shape) == (1, 4) and torch.isfinite(step.action).all()
+    assert np.isfinite(step.reward).all() and step.obs["agent_pos"].shape == (1, 4)
 
 
 def test_select_action_runs_the_queue(tmp_path: Path) -> None:

@@ -79,32 +79,14 @@ def test_rollout_renders_only_when_replanning(vision_policy, monkeypatch: pytest
 
 @pytest.mark.slow  # LeRobot's env renders a full 480x480 frame with shadows per step
 def test_lerobot_metaworld_env_with_pixels(vision_policy_dir: Path) -> None:
-    from lerobot.envs.configs import MetaworldEnv
-    from lerobot.envs.factory import make_env, make_env_pre_post_processors
-    from lerobot.envs.utils import preprocess_observation
-    from lerobot.policies.factory import make_policy, make_pre_post_processors
+    from eval.lerobot_bridge import ActionTokenizerPolicy
+    from lerobot_env_step import one_lerobot_step
 
-    from eval.lerobot_bridge import ActionTokenizerConfig, ActionTokenizerPolicy
-
-    env_cfg = MetaworldEnv(task="button-press-v3")
-    cfg = ActionTokenizerConfig(inner=str(vision_policy_dir), n_action_steps=2, device="cpu")
-    policy = make_policy(cfg, env_cfg=env_cfg)
-    assert isinstance(policy, ActionTokenizerPolicy)
-    preprocessor, postprocessor = make_pre_post_processors(cfg)
-    env_pre, env_post = make_env_pre_post_processors(env_cfg, cfg)
-    vec = make_env(env_cfg, n_envs=1)["button-press-v3"][0]
-    try:
-        obs, _ = vec.reset(seed=[0])
-        batch = preprocess_observation(obs)
-        batch["task"] = list(vec.call("task_description"))
-        assert batch["observation.image"].shape == (1, 3, 480, 480) and batch["observation.state"].shape == (1, 4)
-        action = postprocessor(policy.select_action(preprocessor(env_pre(batch))))
-        action = env_post({"action": action})["action"]
-        assert tuple(action.shape) == (1, 4) and torch.isfinite(action).all()
-        obs, reward, *_ = vec.step(action.numpy())
-        assert np.isfinite(reward).all() and obs["pixels"].shape == (1, 480, 480, 3)
-    finally:
-        vec.close()
+    step = one_lerobot_step(vision_policy_dir, "button-press-v3")
+    assert isinstance(step.policy, ActionTokenizerPolicy)
+    assert step.batch["observation.image"].shape == (1, 3, 480, 480) and step.batch["observation.state"].shape == (1, 4)
+    assert tuple(step.action.shape) == (1, 4) and torch.isfinite(step.action).all()
+    assert np.isfinite(step.reward).all() and step.obs["pixels"].shape == (1, 480, 480, 3)
 
 
 @pytest.mark.slow  # LeRobot's env renders 480x480 at default quality
