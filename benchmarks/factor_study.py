@@ -52,11 +52,19 @@ ROWS: tuple[Row, ...] = (  # in the order they run: trained rows first, then row
     Row("regression", "regression baseline (the run's MLP)", family="regression"),
     Row("fast-replan-2", "execute 2 of 10 actions per chunk", evaluate=("--n-action-steps", "2"), model_from="fast-default"),
     Row("fast-replan-10", "execute all 10 actions per chunk", evaluate=("--n-action-steps", "10"), model_from="fast-default"),
+    Row("fast-seed-1", "default recipe, training seed 1 (same split): model-to-model spread", train=("--seed", "1")),
+    Row("fast-seed-2", "default recipe, training seed 2 (same split)", train=("--seed", "2")),
+    Row("fast-replan-1", "execute 1 of 10 actions per chunk", evaluate=("--n-action-steps", "1"), model_from="fast-default"),
+    Row("fast-ensemble", "temporal ensembling (ACT, decay 0.01), re-planned every step",
+        evaluate=("--n-action-steps", "1", "--ensemble-decay", "0.01"), model_from="fast-default"),
+    Row("fast-temperature-0.5", "sampling at temperature 0.5 (default: greedy)", evaluate=("--temperature", "0.5"),
+        model_from="fast-default"),
     Row("fast-chunk-20", "chunks of 20 steps (5 executed)", fit=("--chunk-size", "20")),
     Row("fast-batch-64", "batch 64", train=("--batch-size", "64")),
     Row("fast-wide", "model 256 wide, 6 layers", train=("--hidden-size", "256", "--n-layers", "6")),
     Row("binning-default", "binning, default recipe", family="binning"),
     Row("vq-default", "VQ, default recipe", family="vq"),
+    Row("binning-64", "binning with 64 bins (default 256)", family="binning", fit=("--binning.n-bins", "64")),
 )
 
 

@@ -27,6 +27,7 @@ import platform
 import sys
 import tempfile
 import time
+from typing import Any
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -336,6 +337,16 @@ def plot_throughput(results: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
+def _portable(value: Any) -> Any:
+    """Paths relative to the project (``../`` for what lies beside it): saved figures name no machine's layout."""
+    if not isinstance(value, Path):
+        return value
+    path = value.resolve()
+    if path.is_relative_to(REPO):
+        return str(path.relative_to(REPO))
+    return "../" + str(path.relative_to(REPO.parent)) if path.is_relative_to(REPO.parent) else path.name
+
+
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -509,7 +520,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     seconds = time.perf_counter() - start
     cfg.out.mkdir(parents=True, exist_ok=True)
     command = "MUJOCO_GL=egl HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/tokenizers.py" + (" --quick" if cfg.quick else "")
-    payload = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+    payload = {"config": {k: _portable(v) for k, v in asdict(cfg).items()},
                "machine": _machine(), "command": command, "seconds": seconds, "shapes": shapes, "results": results}
     (cfg.out / "benchmarks.json").write_text(json.dumps(payload, indent=2) + "\n")
     md = cfg.out / "benchmarks.md"
