@@ -320,14 +320,16 @@ def _load_tokenizer(stage: Stage):
 
 def train_stage(cfg: RunConfig, demos: Stage, split: EpisodeSplit, tokenizers: dict[str, Stage],
                 log: dict) -> dict[str, Stage]:
-    from training.train import run_train
+    from training.train import ORDERED_FAMILIES, run_train
 
     lms = {"": cfg.train} | ({f"-{model_slug(cfg.pretrained.model)}": cfg.pretrained} if cfg.pretrained.model else {})
     stages = {}
     for family, tok_stage in tokenizers.items():
         for suffix, base in lms.items():
             name = family + suffix
+            smoothing = base.bin_smoothing if family in ORDERED_FAMILIES else None  # --train.bin-smoothing: binning's
             train = dataclasses.replace(base, dataset=str(demos.path), tokenizer=str(tok_stage.path / "tokenizer"),
+                                        bin_smoothing=smoothing,
                                         out=cfg.out / "models" / name, seed=cfg.seed,
                                         heldout_episodes=tuple(split.heldout_episodes), overwrite=True,
                                         progress=cfg.progress)

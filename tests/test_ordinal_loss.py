@@ -14,7 +14,8 @@ from training.train import (
     _check_same_run,
     bin_smoothing_targets,
     build_bin_smoothing,
-    check_bin_smoothing,
+    DEFAULT_BIN_SMOOTHING,
+    resolve_bin_smoothing,
     run_train,
     token_loss,
 )
@@ -129,12 +130,21 @@ def test_families_without_ordered_ids_are_refused(tmp_path: Path) -> None:
     for tok, name in ((FASTTokenizer(), "fast"), (VQTokenizer(), "vq")):
         cfg = TrainConfig(dataset=tmp_path, tokenizer=tmp_path, out=tmp_path / "out", bin_smoothing=1.0)
         with pytest.raises(ValueError, match=rf"--bin-smoothing 1.0 needs .*ordered bins \(binning\); the {name} tokenizer"):
-            check_bin_smoothing(cfg, tok)
-        check_bin_smoothing(TrainConfig(dataset=tmp_path, tokenizer=tmp_path, out=tmp_path / "out"), tok)  # 0: fine
+            resolve_bin_smoothing(cfg, tok)
+        default = resolve_bin_smoothing(TrainConfig(dataset=tmp_path, tokenizer=tmp_path, out=tmp_path / "out"), tok)
+        assert default.bin_smoothing == 0.0  # None: plain cross-entropy for unordered ids
     with pytest.raises(ValueError, match="bin_smoothing must be a finite number >= 0"):
         TrainConfig(dataset=tmp_path, tokenizer=tmp_path, out=tmp_path, bin_smoothing=-1.0)
     with pytest.raises(ValueError, match="bin_smoothing must be a finite number >= 0"):
         TrainConfig(dataset=tmp_path, tokenizer=tmp_path, out=tmp_path, bin_smoothing=float("nan"))
+
+
+def test_binning_defaults_to_smoothed_targets() -> None:
+    from action_tokenizers.binning import BinningTokenizer
+
+    tok = BinningTokenizer(n_bins=N_BINS)
+    assert resolve_bin_smoothing(TrainConfig(dataset="d", tokenizer="t"), tok).bin_smoothing == DEFAULT_BIN_SMOOTHING > 0
+    assert resolve_bin_smoothing(TrainConfig(dataset="d", tokenizer="t", bin_smoothing=0.0), tok).bin_smoothing == 0.0
 
 
 def test_fast_run_with_smoothing_fails_before_training(so101_root: Path, tmp_path: Path) -> None:
@@ -155,7 +165,7 @@ def test_cli_flag_and_resume_of_runs_saved_before_the_field() -> None:
     cfg = tyro.cli(TrainConfig, args=["--dataset", "d", "--tokenizer", "t", "--bin-smoothing", "1.5"])
     assert cfg.bin_smoothing == 1.5
     saved = {k: v for k, v in TrainConfig(dataset="d", tokenizer="t").to_dict().items() if k != "bin_smoothing"}
-    _check_same_run(saved, TrainConfig(dataset="d", tokenizer="t").to_dict(), Path("o"))  # old run: it was 0
+    _check_same_run(saved, TrainConfig(dataset="d", tokenizer="t", bin_smoothing=0.0).to_dict(), Path("o"))  # old: 0
     with pytest.raises(ValueError, match="bin_smoothing: was 0.0, now 1.0"):
         _check_same_run(saved, TrainConfig(dataset="d", tokenizer="t", bin_smoothing=1.0).to_dict(), Path("o"))
 

@@ -44,6 +44,10 @@ CARD_FILE = "README.md"
 PAD_MODES = ("drop", "last")
 PRECISIONS = ("no", "bf16", "fp16")
 ORDERED_FAMILIES = ("binning",)
+DEFAULT_BIN_SMOOTHING = 1.0
+"""Std in bins of the ordered-bin targets when none is given (the factor study in docs/results.md)."""
+ADDED_LATER = {"bin_smoothing": 0.0}
+"""Fields newer than some saved runs, with the value those runs trained with (for ``--resume``)."""
 """Tokenizer families whose local ids are ordered bins of one shared range (id k and k + 1 decode to
 neighbouring values in every dimension), so smoothing a target over neighbouring ids means something."""
 MAX_SMOOTHED_BINS = 8192
@@ -89,8 +93,8 @@ class TrainConfig(DataSelection):
     """Linear warm-up steps, then cosine decay to 10% of lr."""
     grad_clip: float = 1.0
     """Gradient norm clip (0 = off)."""
-    bin_smoothing: float = 0.0
-    """Binning tokenizers: target each action token with a discrete Gaussian over the neighbouring bins, this std in bins (0 = plain cross-entropy)."""
+    bin_smoothing: float | None = None
+    """Binning tokenizers: target each action token with a discrete Gaussian over the neighbouring bins, this std in bins (0 = plain cross-entropy; None = the family's default: DEFAULT_BIN_SMOOTHING for ordered bins, 0 otherwise; docs/results.md's factor study)."""
     eval_chunks: int = 64
     """Held-out chunks generated and decoded for the reconstruction error."""
     eval_every: int = 0
@@ -150,7 +154,7 @@ class TrainConfig(DataSelection):
             raise ValueError(f"stop_after must be >= 1 or None, got {self.stop_after}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if not (self.bin_smoothing >= 0 and math.isfinite(self.bin_smoothing)):
+        if self.bin_smoothing is not None and not (self.bin_smoothing >= 0 and math.isfinite(self.bin_smoothing)):
             raise ValueError(f"bin_smoothing must be a finite number >= 0 (std in bins), got {self.bin_smoothing}")
         if self.model is None and self.vocab_strategy == "tail":
             raise ValueError("vocab_strategy 'tail' needs a pretrained --model; the default model is built with 'add'")
@@ -205,11 +209,15 @@ def load_action_tokenizer(cfg: TrainConfig) -> "ActionTokenizer":
     return tok
 
 
-def check_bin_smoothing(cfg: TrainConfig, tok: "ActionTokenizer") -> None:
-    """Refuse ``bin_smoothing`` for tokenizers whose ids have no order (FAST's BPE merges, VQ codes):
-    there, id k + 1 is no closer to id k than any other id."""
+def resolve_bin_smoothing(cfg: TrainConfig, tok: "ActionTokenizer") -> TrainConfig:
+    """``cfg`` with ``bin_smoothing`` set for this tokenizer (None -> the family's default), checked:
+    it is refused for tokenizers whose ids have no order (FAST's BPE merges, VQ codes), where id k + 1
+    is no closer to id k than any other id."""
+    if cfg.bin_smoothing is None:
+        default = DEFAULT_BIN_SMOOTHING if tok.family in ORDERED_FAMILIES else 0.0
+        return dataclasses.replace(cfg, bin_smoothing=default)
     if cfg.bin_smoothing <= 0:
-        return
+        return cfg
     if tok.family not in ORDERED_FAMILIES:
         raise ValueError(f"--bin-smoothing {cfg.bin_smoothing} needs a tokenizer whose ids are ordered bins "
                          f"({', '.join(ORDERED_FAMILIES)}); the {tok.family} tokenizer's ids have no order: "
@@ -217,6 +225,7 @@ def check_bin_smoothing(cfg: TrainConfig, tok: "ActionTokenizer") -> None:
     if tok.vocab_size > MAX_SMOOTHED_BINS:
         raise ValueError(f"--bin-smoothing keeps a ({tok.vocab_size} x {tok.vocab_size}) target table; at most "
                          f"{MAX_SMOOTHED_BINS} bins are supported")
+    return cfg
 
 
 def load_training_chunks(cfg: TrainConfig, tok: "ActionTokenizer") -> "ChunkSet":
@@ -361,8 +370,8 @@ def prepare_out_dir(cfg: TrainConfig, is_main: bool = True, folder: OutputFolder
 
 
 def _check_same_run(previous: dict[str, Any], current: dict[str, Any], out: Path) -> None:
-    # A field the saved config lacks was added later; the run trained with its default (e.g. bin_smoothing 0).
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    # A field the saved config lacks was added later; the run trained without it (ADDED_LATER's value).
+    defaults = {f.name: ADDED_LATER.get(f.name, f.default) for f in dataclasses.fields(TrainConfig)}
     previous = {**{k: v for k, v in defaults.items() if k not in previous}, **previous}
     diff = {k: (previous.get(k), v) for k, v in current.items()
             if k not in RESUMABLE_FIELDS and previous.get(k) != v}
@@ -601,7 +610,7 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
 
     # -- inputs, checked before anything is built
     tok = load_action_tokenizer(cfg)
-    check_bin_smoothing(cfg, tok)
+    cfg = resolve_bin_smoothing(cfg, tok)  # saved configs record the value used
     chunks = load_training_chunks(cfg, tok)
     split = data_split(cfg, tok, chunks)
     cfg = dataclasses.replace(cfg, heldout_episodes=tuple(split.heldout_episodes))  # saved configs record it
