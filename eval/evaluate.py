@@ -30,7 +30,6 @@ Both are recorded in ``meta`` and in the policy's entry (``temperature``, ``ense
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import platform
 import time
@@ -42,7 +41,8 @@ from action_tokenizers.io import atomic_directory, check_output, write_json
 from eval.augmentation import TransitionModel, augmented_rollout, check_model_fits, load_or_fit_model, mean_model_drift
 from eval.plots import policy_entries, write_plots
 from eval.policies import EXPERT, ExpertPolicy, Policy, load_policy, policy_name
-from eval.rollout import EnvPool, RolloutResult, check_decoding, check_dims, check_ensemble_decay, rollout, samples
+from eval.rollout import (EnvPool, RolloutResult, check_decoding, check_dims, check_ensemble_decay, check_temperature,
+                          rollout, samples)
 
 __all__ = [
     "DEFAULT_TASKS",
@@ -132,8 +132,7 @@ class EvalConfig:
             raise ValueError(f"--video-episodes must be >= 0 and --video-size >= 16, got {self.video_episodes}, {self.video_size}")
         self.out = Path(self.out)
         check_ensemble_decay(self.ensemble_decay)
-        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ValueError(f"--temperature must be finite and >= 0 (0 = greedy), got {self.temperature}")
+        check_temperature(self.temperature)
         _check_execution(self)
         if self.paraphrased:
             from eval.paraphrases import paraphrase_map
@@ -459,9 +458,10 @@ def run_eval(cfg: EvalConfig, pool: EnvPool | None = None, expert: PolicyEvaluat
     name = cfg.name or policy_name(policy, fallback=Path(str(cfg.policy)).name)
     if name == "meta":
         raise ValueError("'meta' is reserved for run metadata in results.json; pass another --name")
-    check_decoding(policy, cfg.temperature)  # the policy asked for (the expert reference ignores it)
-    if isinstance(policy, ExpertPolicy) and cfg.ensemble_decay is not None:
-        raise ValueError("--ensemble-decay does nothing for the expert (it re-plans every step with chunks of 1): drop it")
+    if isinstance(policy, ExpertPolicy):  # asked for by name: the knobs check_policy leaves off the reference
+        check_decoding(policy, cfg.temperature)
+        if cfg.ensemble_decay is not None:
+            raise ValueError("--ensemble-decay does nothing for the expert (it re-plans every step with chunks of 1): drop it")
     check_policy(policy, cfg)  # before any rollout, the expert's included
     model = transition_model_for(policy, cfg)  # likewise
     is_expert = isinstance(policy, ExpertPolicy)

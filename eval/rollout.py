@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["EnvPool", "EpisodeRecord", "RolloutResult", "check_compatible", "check_decoding", "check_dims",
-           "check_ensemble_decay", "ensemble_weights", "rollout", "sanitize_action", "samples"]
+           "check_ensemble_decay", "check_temperature", "ensemble_weights", "rollout", "sanitize_action", "samples"]
 
 EnvFactory = Callable[..., Any]
 
@@ -124,12 +124,17 @@ def samples(policy: Any) -> bool:
         return False
 
 
+def check_temperature(temperature: float | None) -> None:
+    """Refuse a sampling temperature that is non-finite or negative (None = the policy's own setting)."""
+    if temperature is not None and not (math.isfinite(float(temperature)) and float(temperature) >= 0):
+        raise ValueError(f"--temperature must be finite and >= 0 (0 = greedy), got {temperature}")
+
+
 def check_decoding(policy: Any, temperature: float | None) -> None:
     """Refuse a temperature that is non-finite or negative, or given to a policy that does not sample."""
     if temperature is None:
         return
-    if not (math.isfinite(float(temperature)) and float(temperature) >= 0):
-        raise ValueError(f"--temperature must be finite and >= 0 (0 = greedy), got {temperature}")
+    check_temperature(temperature)
     if not samples(policy):
         raise ValueError(f"--temperature applies only to tokenized (LM) policies that sample; "
                          f"{type(policy).__name__} predicts deterministically: drop --temperature")

@@ -44,12 +44,12 @@ CARD_FILE = "README.md"
 PAD_MODES = ("drop", "last")
 PRECISIONS = ("no", "bf16", "fp16")
 ORDERED_FAMILIES = ("binning",)
+"""Tokenizer families whose local ids are ordered bins of one shared range (id k and k + 1 decode to
+neighbouring values in every dimension), so smoothing a target over neighbouring ids means something."""
 DEFAULT_BIN_SMOOTHING = 1.0
 """Std in bins of the ordered-bin targets when none is given (the factor study in docs/results.md)."""
 ADDED_LATER = {"bin_smoothing": 0.0}
 """Fields newer than some saved runs, with the value those runs trained with (for ``--resume``)."""
-"""Tokenizer families whose local ids are ordered bins of one shared range (id k and k + 1 decode to
-neighbouring values in every dimension), so smoothing a target over neighbouring ids means something."""
 MAX_SMOOTHED_BINS = 8192
 """Bin smoothing keeps one dense (bins x bins) target table on the device; more bins would not fit."""
 # Fields that may change between a run and its --resume (they do not change what is trained).
