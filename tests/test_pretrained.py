@@ -185,10 +185,11 @@ def test_known_name_without_the_extra_names_the_fix(cache: Path, monkeypatch: py
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["add", "tail"])
-def test_fine_tune_from_a_gguf_file_with_either_mapping(strategy: str, tiny_gguf, cache: Path, so101_root: Path,
-                                                        tmp_path: Path) -> None:
-    """``--model FILE.gguf``: converted to the cache, fine-tuned with the action ids added or in the vocabulary's tail."""
+@pytest.mark.parametrize("strategy,action_softmax", [("add", False), ("tail", True)])
+def test_fine_tune_from_a_gguf_file_with_either_mapping(strategy: str, action_softmax: bool, tiny_gguf, cache: Path,
+                                                        so101_root: Path, tmp_path: Path) -> None:
+    """``--model FILE.gguf``: converted to the cache, fine-tuned with the action ids added or in the vocabulary's
+    tail, with the softmax over the whole vocabulary or over the action ids (the pretrained preset's choice)."""
     from action_tokenizers.binning import BinningTokenizer
     from action_tokenizers.data import load_chunks
     from training import TokenizedPolicy
@@ -200,7 +201,7 @@ def test_fine_tune_from_a_gguf_file_with_either_mapping(strategy: str, tiny_gguf
     tok_dir = BinningTokenizer(n_bins=32).fit(chunks.actions).save_pretrained(tmp_path / "tok")
     out = tmp_path / "out"
     result = run_train(TrainConfig(dataset=so101_root, tokenizer=tok_dir, out=out, model=str(path), vocab_strategy=strategy,
-                                   max_steps=2, batch_size=8, warmup_steps=1, eval_chunks=4, progress=False))
+                                   action_softmax=action_softmax, max_steps=2, batch_size=8, warmup_steps=1, eval_chunks=4, progress=False))
     assert np.isfinite(result.train_loss)
     policy = TokenizedPolicy.from_pretrained(out, device="cpu")
     assert policy.model.lm.config.hidden_size == 32  # the GGUF's model, not the default one

@@ -59,6 +59,10 @@ class PolicyModel(nn.Module):
     def __init__(self, lm: "PreTrainedModel", obs: ObservationEncoder) -> None:
         super().__init__()
         self.lm, self.obs = lm, obs
+        self.logit_ids: torch.Tensor | None = None
+        """LM ids whose logits :meth:`forward` computes (None: all). Training sets it with
+        ``action_softmax``: the softmax then spans what constrained decoding can emit, and a
+        pretrained LM's large text head is neither computed nor trained against."""
 
     def embed(self, input_ids: torch.Tensor, obs_start: torch.Tensor, obs_batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Token embeddings with the observation embeddings written at ``obs_start .. +k``."""
@@ -73,9 +77,16 @@ class PolicyModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, obs_start: torch.Tensor,
                 obs_batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits (b, t, V) for a right-padded batch."""
+        """Logits (b, t, V) for a right-padded batch; outside ``logit_ids`` (when set) they are -inf."""
         emb = self.embed(input_ids, obs_start, obs_batch)
-        return self.lm(inputs_embeds=emb, attention_mask=attention_mask, use_cache=False).logits
+        if self.logit_ids is None:
+            return self.lm(inputs_embeds=emb, attention_mask=attention_mask, use_cache=False).logits
+        hidden = self.lm.get_decoder()(inputs_embeds=emb, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        head = self.lm.get_output_embeddings()
+        ids = self.logit_ids.to(hidden.device)
+        some = nn.functional.linear(hidden, head.weight[ids], None if head.bias is None else head.bias[ids])
+        logits = some.new_full((*some.shape[:-1], head.weight.shape[0]), float("-inf"))
+        return logits.index_copy(-1, ids, some)
 
 
 # ---------------------------------------------------------------------- LM tokenizers

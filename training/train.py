@@ -95,6 +95,8 @@ class TrainConfig(DataSelection):
     """Gradient norm clip (0 = off)."""
     bin_smoothing: float | None = None
     """Binning tokenizers: target each action token with a discrete Gaussian over the neighbouring bins, this std in bins (0 = plain cross-entropy; None = the family's default: DEFAULT_BIN_SMOOTHING for ordered bins, 0 otherwise; docs/results.md's factor study)."""
+    action_softmax: bool = False
+    """Normalize the training softmax over the action tokens and the end marker only, what constrained decoding can emit: a pretrained LM's text head (tens of thousands of rows) is then neither computed nor trained down, which speeds its steps and starts its loss at log(actions) rather than log(vocabulary)."""
     eval_chunks: int = 64
     """Held-out chunks generated and decoded for the reconstruction error."""
     eval_every: int = 0
@@ -625,6 +627,8 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
     embed_dim = base.lm.get_input_embeddings().embedding_dim
     encoder = build_observation_encoder(cfg, chunks, embed_dim).fit(chunks.states[train_rows])
     model = PolicyModel(base.lm, encoder)
+    if cfg.action_softmax:
+        model.logit_ids = torch.as_tensor(base.vocab.allowed_ids())
     ex = make_examples(base, tok, chunks, encoder.n_tokens)
     longest_target = max(_target_len(ex, i) for i in range(len(ex))) - 1
     plan = DecodingPlan.from_tokenizer(tok, cfg.max_new_tokens or 2 * longest_target)
