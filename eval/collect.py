@@ -27,6 +27,7 @@ compares both).
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -82,6 +83,8 @@ class CollectConfig:
     """Steps before an episode counts as failed (None: the env's limit, 500 for Meta-World)."""
     steps_after_success: int = 10
     """Steps to keep recording after the first success (0: stop at success)."""
+    action_noise: float = 0.0
+    """DART noise injection: std of Gaussian noise added to the expert's action before it is executed (clipped to the action bounds); the clean expert action is what is recorded, so the demos show how the expert corrects small deviations a learned policy will make (0: none)."""
     repo_id: str = "local/metaworld_demos"
     """Repo id written into the dataset (used by LeRobotDataset(repo_id, root=out) and push)."""
     cameras: tuple[str, ...] = ()
@@ -112,6 +115,8 @@ class CollectConfig:
             raise ValueError(f"horizon must be >= 1 or None, got {self.horizon}")
         if self.steps_after_success < 0:
             raise ValueError(f"steps_after_success must be >= 0, got {self.steps_after_success}")
+        if not (self.action_noise >= 0 and math.isfinite(self.action_noise)):
+            raise ValueError(f"action_noise must be a finite std >= 0, got {self.action_noise}")
         if "/" not in self.repo_id:
             raise ValueError(f"repo_id must look like 'owner/name', got {self.repo_id!r}")
         check_name(self.env, list_families(), "env family")
@@ -220,7 +225,7 @@ def _collect_task(
             if len(entry["seeds"]) == cfg.episodes:
                 break
             expert = expert_policy(cfg.env, task)  # fresh per episode: scripted policies hold no state
-            record = run_expert_episode(env, expert, seed, horizon, cfg.steps_after_success, camera)
+            record = run_expert_episode(env, expert, seed, horizon, cfg.steps_after_success, camera, cfg.action_noise)
             if not record.success:
                 entry["failed_seeds"].append(seed)
                 bar.set_postfix(task=task, dropped=len(entry["failed_seeds"]))
@@ -250,13 +255,17 @@ def _collect_task(
 
 
 def run_expert_episode(
-    env: Any, expert: Any, seed: int, horizon: int, steps_after_success: int, camera: Any = None
+    env: Any, expert: Any, seed: int, horizon: int, steps_after_success: int, camera: Any = None,
+    action_noise: float = 0.0,
 ) -> EpisodeRecord:
     """Roll the expert out from ``reset(seed=seed)``; stop ``steps_after_success`` steps after success.
 
-    ``camera`` (a ``CameraRenderer``) renders its cameras before every action.
+    ``camera`` (a ``CameraRenderer``) renders its cameras before every action. ``action_noise``
+    perturbs the executed action only (seeded by ``seed``); the recorded action is the expert's.
     """
     obs, _ = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    low, high = env.action_space.low, env.action_space.high
     states, actions, rewards, successes = [], [], [], []
     frames: list[dict[str, np.ndarray]] = []
     success_step = None
@@ -266,7 +275,8 @@ def run_expert_episode(
         action = np.asarray(expert(obs), dtype=np.float32)
         states.append(np.asarray(obs, dtype=np.float32))
         actions.append(action)
-        obs, reward, terminated, truncated, info = env.step(action)
+        executed = np.clip(action + rng.normal(0.0, action_noise, action.shape), low, high) if action_noise else action
+        obs, reward, terminated, truncated, info = env.step(executed.astype(np.float32))
         rewards.append(float(reward))
         successes.append(bool(info.get("success", False)))
         if success_step is None and successes[-1]:

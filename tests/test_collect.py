@@ -154,6 +154,8 @@ def test_all_failures_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     ({"tasks": ("push-v3", "push-v3")}, "duplicates"),
     ({"episodes": 0}, "episodes must be >= 1, got 0"),
     ({"horizon": 0}, "horizon must be >= 1"),
+    ({"action_noise": -0.1}, "action_noise must be a finite std >= 0"),
+    ({"action_noise": float("nan")}, "action_noise must be a finite std >= 0"),
     ({"env": "mw"}, "unknown env family 'mw'"),
     ({"repo_id": "demos"}, "owner/name"),
 ])
@@ -169,3 +171,18 @@ def test_config_parses_and_checks_limit(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="horizon=600 exceeds the env's episode limit of 500"):
         run_collect(CollectConfig(tasks=("reach-v3",), episodes=1, out=tmp_path / "o", horizon=600, progress=False))
     assert not (tmp_path / "o").exists()
+
+
+def test_action_noise_perturbs_the_path_and_records_the_experts_clean_actions() -> None:
+    """DART: the executed action is noisy, the recorded one is the expert's at the state it was recorded in."""
+    from eval.envs import expert_policy, make_env
+
+    env, expert = make_env("metaworld", "reach-v3", seed=3), expert_policy("metaworld", "reach-v3")
+    clean = collect.run_expert_episode(env, expert, 3, horizon=30, steps_after_success=0)
+    noisy = collect.run_expert_episode(env, expert, 3, horizon=30, steps_after_success=0, action_noise=0.2)
+    again = collect.run_expert_episode(env, expert, 3, horizon=30, steps_after_success=0, action_noise=0.2)
+    np.testing.assert_array_equal(noisy.states[0], clean.states[0])  # the same reset
+    assert np.abs(noisy.states[1:, :3] - clean.states[1:, :3]).max() > 1e-3  # the hand went elsewhere
+    np.testing.assert_array_equal(noisy.states, again.states)  # seeded by the episode seed
+    for state, action in zip(noisy.states, noisy.actions):
+        np.testing.assert_allclose(action, expert(state), atol=1e-6)  # states are recorded as float32
