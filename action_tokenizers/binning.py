@@ -118,6 +118,22 @@ class BinningTokenizer(ActionTokenizer):
         idx = np.clip(ids, 0, top)
         return self.centers_[np.arange(d)[None, None, :], idx]
 
+    def decode_expected(self, probs: np.ndarray) -> np.ndarray:
+        """Distributions over the ids (n, h * d, n_bins), e.g. an LM's softmax -> raw (n, h, d) chunks:
+        each value is the expectation of the bin centres. Bins are ordered, so the mean of a spread
+        distribution lies between its likely bins, where the most likely bin's centre can sit on a
+        neighbour (a classifier read out like a regressor, as in HL-Gauss)."""
+        self._require_fitted()
+        p = np.asarray(probs, dtype=np.float64)
+        h, d = self.chunk_size, self.action_dim
+        if p.ndim != 3 or p.shape[1:] != (h * d, self.vocab_size):
+            raise ValueError(f"probs must have shape (n, {h * d}, {self.vocab_size}), got {p.shape}")
+        if not np.isfinite(p).all() or (p < 0).any() or not np.allclose(p.sum(-1), 1.0, atol=1e-4):
+            raise ValueError("probs must be finite, non-negative distributions over the ids (rows summing to 1)")
+        centres = self.centers_[:, np.clip(np.arange(self.vocab_size), 0, self.centers_.shape[1] - 1)]  # (d, n_bins)
+        x = np.einsum("nhdk,dk->nhd", p.reshape(len(p), h, d, -1), centres)
+        return self.normalizer.unnormalize(x, inplace=True)
+
     def _decode(self, batch: TokenBatch) -> tuple[np.ndarray, np.ndarray, list[str]]:
         t = self.tokens_per_chunk
         reasons = [""] * len(batch)

@@ -23,8 +23,9 @@ keyed ``NAME-augmented`` and adds ``execution`` and ``model_drift``; a model fit
 Decoding and execution knobs (issue 16's factor study): ``--temperature T`` samples an LM policy's
 tokens at T (0 = greedy; default its saved setting; refused for regression and the expert), with
 torch's RNG seeded from ``--seed`` once per evaluation so a rerun gives the same episodes;
-``--ensemble-decay K`` executes ACT's temporal ensemble of overlapping chunks (eval/rollout.py).
-Both are recorded in ``meta`` and in the policy's entry (``temperature``, ``ensemble_decay``).
+``--ensemble-decay K`` executes ACT's temporal ensemble of overlapping chunks (eval/rollout.py);
+``--readout expectation`` reads a binning LM's chunk as the mean of the bin centres under its softmax.
+All are recorded in ``meta`` and in the policy's entry (``temperature``, ``ensemble_decay``, ``readout``).
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ class EvalConfig:
     temperature: float | None = None
     """Sampling temperature of an LM policy's action tokens (0 = greedy; default: the policy's saved setting).
     Sampling is seeded from --seed, so a rerun is identical. Refused for policies that do not sample."""
+    readout: str | None = None
+    """How an LM policy reads chunks from its ids: argmax or expectation (ordered bins only); default: the policy's saved setting."""
     ensemble_decay: float | None = None
     """Temporal ensembling (ACT): execute the exp(-K*i)-weighted mean (i=0 the oldest) of every overlapping
     chunk's prediction for the current step; the policy is still called every --n-action-steps. Default: off."""
@@ -210,6 +213,15 @@ def seeded_sampling(temperature: float | None, seed: int) -> Iterator[None]:
         yield
 
 
+def set_readout(policy: Policy, readout: str) -> None:
+    """``--readout`` on an LM policy (checked against its tokenizer); refused for other policies."""
+    if not hasattr(policy, "readout"):
+        raise ValueError(f"--readout applies to LM policies; {type(policy).__name__} reads no tokens: drop it")
+    from training.generation import check_readout
+
+    policy.readout = check_readout(readout, policy.action_tokenizer)
+
+
 def check_policy(policy: Policy, cfg: EvalConfig) -> None:
     """Reject a policy whose action/state dimension or chunk length does not fit any requested task,
     or that is given a temperature it cannot sample at."""
@@ -305,6 +317,7 @@ def evaluate_policy(
     entry["execution"] = "closed_loop" if model is None else "augmented"
     entry["temperature"] = effective_temperature(policy, cfg)
     entry["ensemble_decay"] = ensemble_decay_for(policy, cfg)
+    entry["readout"] = getattr(policy, "readout", None)
     if model is not None:
         entry["model_drift"] = mean_model_drift(result.episodes)
     return PolicyEvaluation(name, entry, result)
@@ -419,6 +432,7 @@ def _meta(cfg: EvalConfig, seconds: float, episodes: int) -> dict[str, Any]:
         "n_action_steps": cfg.n_action_steps,
         "temperature": cfg.temperature,
         "ensemble_decay": cfg.ensemble_decay,
+        "readout": cfg.readout,
         "execution": cfg.execution,
         "n_envs": cfg.n_envs,
         "horizon": cfg.horizon,
@@ -462,6 +476,8 @@ def run_eval(cfg: EvalConfig, pool: EnvPool | None = None, expert: PolicyEvaluat
         check_decoding(policy, cfg.temperature)
         if cfg.ensemble_decay is not None:
             raise ValueError("--ensemble-decay does nothing for the expert (it re-plans every step with chunks of 1): drop it")
+    if cfg.readout is not None:
+        set_readout(policy, cfg.readout)
     check_policy(policy, cfg)  # before any rollout, the expert's included
     model = transition_model_for(policy, cfg)  # likewise
     is_expert = isinstance(policy, ExpertPolicy)

@@ -371,7 +371,7 @@ def eval_stage(cfg: RunConfig, policies: dict[str, Stage], log: dict) -> dict[st
             ev = dataclasses.replace(cfg.eval, policy=str(stage.path), tasks=cfg.tasks, out=cfg.out / "eval" / name,
                                      seed=cfg.eval.seed + cfg.seed, name=name, overwrite=True, progress=cfg.progress)
             ev_key = {k: v for k, v in _portable(dataclasses.asdict(ev)).items()  # knobs left off keep old fingerprints
-                      if not (k in ("temperature", "ensemble_decay") and v is None)}
+                      if not (k in ("temperature", "ensemble_decay", "readout") and v is None)}
             ev_stage = Stage(ev.out, {"policy": stage.fingerprint, "eval": ev_key})
 
             def evaluate(ev=ev):

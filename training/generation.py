@@ -32,7 +32,22 @@ if TYPE_CHECKING:
     from action_tokenizers.base import ActionTokenizer
     from training.model import PolicyModel
 
-__all__ = ["ActionOnlyLogits", "DecodingPlan", "Generated", "generate_action_ids"]
+__all__ = ["ActionOnlyLogits", "DecodingPlan", "Generated", "READOUTS", "check_readout", "generate_action_ids"]
+
+READOUTS = ("argmax", "expectation")
+"""How a chunk is read from the generated ids: argmax (decode the chosen ids) or expectation (the mean
+of the bin centres under each position's softmax; tokenizers with ordered bins, ``decode_expected``)."""
+
+
+def check_readout(readout: str, tok: "ActionTokenizer", temperature: float = 0.0) -> str:
+    """``readout`` if ``tok`` supports it at this temperature; otherwise a one-line error with the fix."""
+    if readout not in READOUTS:
+        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+    if readout == "expectation" and not hasattr(tok, "decode_expected"):
+        raise ValueError(f"the expectation readout needs ordered bins (binning); {tok.family} ids are not: use argmax")
+    if readout == "expectation" and temperature > 0:
+        raise ValueError("the expectation readout averages the greedy pass's distributions; use temperature 0")
+    return readout
 
 
 @dataclass(frozen=True)
@@ -167,12 +182,19 @@ class Generated:
 
     ids: list[list[int]]
     truncated: int
+    probs: np.ndarray | None = None
+    """Fixed length, ``with_probs``: (b, tokens_per_chunk, n_actions) softmax over the local ids at
+    each position, under the plan's constraint (what the expectation readout averages)."""
 
 
 @torch.no_grad()
 def generate_action_ids(model: "PolicyModel", vocab: ActionVocab, plan: DecodingPlan, prompts: list[Prompt],
-                        obs: dict[str, torch.Tensor], pad_id: int, temperature: float = 0.0) -> Generated:
-    """Constrained generation (greedy, or sampled at ``temperature``) for a batch of prompts."""
+                        obs: dict[str, torch.Tensor], pad_id: int, temperature: float = 0.0,
+                        with_probs: bool = False) -> Generated:
+    """Constrained generation (greedy, or sampled at ``temperature``) for a batch of prompts.
+
+    ``with_probs`` (fixed-length plans) also returns each position's distribution over the local
+    ids, conditioned on the ids generated before it."""
     from transformers import GenerationConfig, LogitsProcessorList
 
     device = model.lm.get_input_embeddings().weight.device
@@ -184,13 +206,21 @@ def generate_action_ids(model: "PolicyModel", vocab: ActionVocab, plan: Decoding
         max_new_tokens=max_new, min_new_tokens=None, do_sample=sample,
         temperature=temperature if sample else None, top_k=None, top_p=None,
         eos_token_id=vocab.eoa_id if plan.uses_end_marker else None, pad_token_id=pad_id, use_cache=True,
+        output_scores=with_probs, return_dict_in_generate=with_probs,
     )
+    if with_probs and not plan.fixed:
+        raise ValueError("per-position distributions need a fixed-length plan (one id per position)")
     out = model.lm.generate(inputs_embeds=emb, attention_mask=mask.to(device), generation_config=gen_cfg,
                             logits_processor=LogitsProcessorList([ActionOnlyLogits(vocab, plan)]))
+    probs = None
+    if with_probs:
+        lm_ids = torch.as_tensor(vocab.to_lm(np.arange(vocab.n_actions)), device=device)
+        probs = torch.stack([torch.softmax(step[:, lm_ids].float(), -1) for step in out.scores], 1).cpu().numpy()
+        out = out.sequences
     rows = out[:, -max_new:].cpu().numpy() if out.shape[1] > max_new else out.cpu().numpy()
     seqs = _split_sequences(rows, vocab, plan.uses_end_marker)
     truncated = 0 if plan.fixed or plan.length_aware else sum(len(s) >= plan.n_new for s in seqs)
-    return Generated(seqs, truncated)
+    return Generated(seqs, truncated, probs)
 
 
 def _split_sequences(rows: np.ndarray, vocab: ActionVocab, ends_with_marker: bool) -> list[list[int]]:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from action_tokenizers.io import read_json, verify_checksums
-from training.generation import DecodingPlan, generate_action_ids
+from training.generation import DecodingPlan, check_readout, generate_action_ids
 from training.sequences import Prompt, build_prompt
 from training.vocab import ActionVocab
 
@@ -54,6 +54,8 @@ class TokenizedPolicy:
         self.image_shape: tuple[int, ...] | None = tuple(model.obs.image_shape) if self.image_keys else None
         self.tokens_per_chunk: int | None = action_tokenizer.tokens_per_chunk
         self.temperature: float = float(meta.get("temperature", 0.0))
+        self.readout: str = check_readout(meta.get("readout", "argmax"), action_tokenizer)
+        """argmax or expectation (``training.generation.READOUTS``); saved by training, may be changed after loading."""
         self.plan = DecodingPlan.from_dict(meta["decoding"]) if "decoding" in meta else \
             DecodingPlan.from_tokenizer(action_tokenizer, int(meta["max_new_tokens"]))
         self.last_stats: dict[str, Any] = {}
@@ -114,9 +116,11 @@ class TokenizedPolicy:
         if not (math.isfinite(temp) and temp >= 0):
             raise ValueError(f"temperature must be >= 0 and finite (0 = greedy), got {temp}")
         obs = {self.state_key: states, **{k: _as_tensor(batch[k]) for k in self.image_keys}}  # checked by the encoder
+        expect = check_readout(self.readout, self.action_tokenizer, temp) == "expectation"
         gen = generate_action_ids(self.model, self.vocab, self.plan, self.prompts(tasks), obs,
-                                  self.lm_tokenizer.pad_token_id, temp)
+                                  self.lm_tokenizer.pad_token_id, temp, with_probs=expect)
         report = self.action_tokenizer.decode_with_report(gen.ids)
+        actions = self.action_tokenizer.decode_expected(gen.probs) if expect else report.actions
         self.last_stats = {
             "malformed": report.n_malformed,
             "malformed_per_row": report.malformed.astype(int).tolist(),
@@ -127,7 +131,7 @@ class TokenizedPolicy:
             "truncated": gen.truncated,
             "reasons": [r for r in report.reasons if r][:5],
         }
-        return report.actions
+        return actions
 
     def _check_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
         """Refuse what would make the policy silently wrong: non-finite states (a NaN state decodes

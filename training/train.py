@@ -48,7 +48,9 @@ ORDERED_FAMILIES = ("binning",)
 neighbouring values in every dimension), so smoothing a target over neighbouring ids means something."""
 DEFAULT_BIN_SMOOTHING = 1.0
 """Std in bins of the ordered-bin targets when none is given (the factor study in docs/results.md)."""
-ADDED_LATER = {"bin_smoothing": 0.0}
+READOUT_DEFAULTS: dict[str, str] = {}
+"""Families whose default readout is not argmax."""
+ADDED_LATER = {"bin_smoothing": 0.0, "readout": "argmax"}
 """Fields newer than some saved runs, with the value those runs trained with (for ``--resume``)."""
 MAX_SMOOTHED_BINS = 8192
 """Bin smoothing keeps one dense (bins x bins) target table on the device; more bins would not fit."""
@@ -95,6 +97,8 @@ class TrainConfig(DataSelection):
     """Gradient norm clip (0 = off)."""
     bin_smoothing: float | None = None
     """Binning tokenizers: target each action token with a discrete Gaussian over the neighbouring bins, this std in bins (0 = plain cross-entropy; None = the family's default: DEFAULT_BIN_SMOOTHING for ordered bins, 0 otherwise; docs/results.md's factor study)."""
+    readout: str | None = None
+    """How the policy reads a chunk from its ids: argmax (decode the generated ids) or expectation (ordered bins: the mean of the bin centres under each position's softmax); None = the family's default (READOUT_DEFAULTS, else argmax). Saved with the policy; ``TokenizedPolicy.readout`` and ``eval --readout`` change it later."""
     action_softmax: bool = False
     """Normalize the training softmax over the action tokens and the end marker only, what constrained decoding can emit: a pretrained LM's text head (tens of thousands of rows) is then neither computed nor trained down, which speeds its steps and starts its loss at log(actions) rather than log(vocabulary)."""
     eval_chunks: int = 64
@@ -209,6 +213,15 @@ def load_action_tokenizer(cfg: TrainConfig) -> "ActionTokenizer":
         raise ValueError(f"--chunk-size {cfg.chunk_size} does not match the tokenizer's chunk size {tok.chunk_size} "
                          f"({cfg.tokenizer}); refit the tokenizer or drop --chunk-size")
     return tok
+
+
+def resolve_family_defaults(cfg: TrainConfig, tok: "ActionTokenizer") -> TrainConfig:
+    """``cfg`` with ``bin_smoothing`` and ``readout`` set for this tokenizer (None -> the family's default), checked."""
+    from training.generation import check_readout
+
+    cfg = resolve_bin_smoothing(cfg, tok)
+    readout = READOUT_DEFAULTS.get(tok.family, "argmax") if cfg.readout is None else cfg.readout
+    return dataclasses.replace(cfg, readout=check_readout(readout, tok))
 
 
 def resolve_bin_smoothing(cfg: TrainConfig, tok: "ActionTokenizer") -> TrainConfig:
@@ -500,15 +513,17 @@ def evaluate(model: "PolicyModel", ex: "Examples", held: np.ndarray, chunks: "Ch
     pick = held[np.linspace(0, len(held) - 1, min(cfg.eval_chunks, len(held))).astype(np.int64)]
     prompts = [Prompt(ex.input_ids[i][: len(ex.input_ids[i]) - _target_len(ex, i)].tolist(), int(ex.obs_start[i])) for i in pick]
     obs = with_images({"obs": {cfg.state_key: torch.from_numpy(ex.states[pick])}}, chunks, pick)["obs"]
-    gen = generate_action_ids(model, vocab, plan, prompts, obs, pad_id)
+    expect = cfg.readout == "expectation"
+    gen = generate_action_ids(model, vocab, plan, prompts, obs, pad_id, with_probs=expect)
     report = tok.decode_with_report(gen.ids)
+    generated = tok.decode_expected(gen.probs) if expect else report.actions
     truth, mask = chunks.actions[pick], chunks.mask[pick]
     floor = tok.decode(tok.encode(truth))
     model.train()
     return {
         "eval_loss": loss_sum / max(1, n_batches),
         "eval_action_accuracy": correct / max(1, total),
-        "recon_mae": _masked_mae(report.actions, truth, mask),
+        "recon_mae": _masked_mae(generated, truth, mask),
         "tokenizer_mae": _masked_mae(floor, truth, mask),
         "malformed": report.n_malformed,
         "truncated": gen.truncated,
@@ -612,7 +627,7 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
 
     # -- inputs, checked before anything is built
     tok = load_action_tokenizer(cfg)
-    cfg = resolve_bin_smoothing(cfg, tok)  # saved configs record the value used
+    cfg = resolve_family_defaults(cfg, tok)  # saved configs record the values used
     chunks = load_training_chunks(cfg, tok)
     split = data_split(cfg, tok, chunks)
     cfg = dataclasses.replace(cfg, heldout_episodes=tuple(split.heldout_episodes))  # saved configs record it
@@ -695,7 +710,7 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
         meta = {"format_version": 1, "chunk_size": tok.chunk_size, "action_dim": tok.action_dim,
                 "state_dim": int(chunks.states.shape[1]), "state_key": cfg.state_key, "action_key": cfg.action_key,
                 "image_keys": list(cfg.image_keys),
-                "decoding": plan.to_dict(), "temperature": 0.0, "n_params": n_params,
+                "decoding": plan.to_dict(), "temperature": 0.0, "readout": cfg.readout, "n_params": n_params,
                 "base_model": cfg.model or "default-llama", "heldout_episodes": split.heldout_episodes}
         export_policy(folder, raw_model, base, tok, cfg, meta, metrics)
     elif accelerator.is_main_process:
