@@ -40,7 +40,7 @@ from training.regression import RegressionConfig
 from training.train import TrainConfig
 
 PRESET_NAMES = ("quick", "default", "report", "large", "pretrained", "vision")
-PRETRAINED_STEPS = 400
+PRETRAINED_STEPS = 600
 """Optimizer steps of the pretrained preset's SmolLM2 (batch 8): what fits its hour on 2 CPU cores."""
 # The vision preset's tasks: their goal is an object the camera sees (the button, the drawer), placed
 # anew every episode; reach's and push's goal markers are not rendered, so no image could show them.
@@ -165,8 +165,8 @@ def presets() -> dict[str, RunConfig]:
             "pretrained": RunConfig(preset="default", tasks=("reach-v3", "button-press-v3"), tokenizers=("fast",),
                                     collect=CollectConfig(episodes=20), train=TrainConfig(max_steps=1500),
                                     pretrained=TrainConfig(model="smollm2-135m", max_steps=PRETRAINED_STEPS,
-                                                           batch_size=8, lr=1e-4, warmup_steps=20, eval_chunks=16,
-                                                           checkpoint_every=PRETRAINED_STEPS),
+                                                           batch_size=8, lr=1e-3, warmup_steps=20, eval_chunks=16,
+                                                           action_softmax=True, checkpoint_every=PRETRAINED_STEPS),
                                     regression=RegressionConfig(steps=3000),
                                     eval=EvalConfig(episodes=10, n_envs=10, n_action_steps=5, horizon=150, paraphrased=True)),
             # Camera observations as in LeRobot's Meta-World env: a 64x64 corner2 frame + agent_pos (4-D);

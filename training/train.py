@@ -48,8 +48,9 @@ ORDERED_FAMILIES = ("binning",)
 neighbouring values in every dimension), so smoothing a target over neighbouring ids means something."""
 DEFAULT_BIN_SMOOTHING = 1.0
 """Std in bins of the ordered-bin targets when none is given (the factor study in docs/results.md)."""
-READOUT_DEFAULTS: dict[str, str] = {}
-"""Families whose default readout is not argmax."""
+READOUT_DEFAULTS: dict[str, str] = {"binning": "expectation"}
+"""Families whose default readout is not argmax: ordered bins read out as the expectation of their
+centres (with the Gaussian bin targets, the HL-Gauss recipe; docs/results.md's factor study)."""
 ADDED_LATER = {"bin_smoothing": 0.0, "readout": "argmax"}
 """Fields newer than some saved runs, with the value those runs trained with (for ``--resume``)."""
 MAX_SMOOTHED_BINS = 8192
