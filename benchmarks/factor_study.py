@@ -40,6 +40,9 @@ class Row:
     """Evaluate this row's model instead of training one (evaluation-only factors)."""
     fit: tuple[str, ...] = ()
     """Flags of a tokenizer fitted for this row (instead of the run's own)."""
+    collect: tuple[str, ...] = ()
+    """Flags of demos collected for this row (the run's tasks and seeds otherwise); the run's tokenizer
+    is kept and the row's model holds out its own default share of these demos."""
 
 
 ROWS: tuple[Row, ...] = (  # in the order they run: trained rows first, then rows reusing the run's models
@@ -68,7 +71,15 @@ ROWS: tuple[Row, ...] = (  # in the order they run: trained rows first, then row
         train=("--bin-smoothing", "0")),
     Row("vq-default", "VQ, default recipe", family="vq"),
     Row("binning-64", "binning with 64 bins (default 256)", family="binning", fit=("--binning.n-bins", "64")),
+    Row("binning-smooth-1-expect", "binning, Gaussian targets (std 1) read out as the expectation of the bin centres",
+        family="binning", evaluate=("--readout", "expectation"), model_from="binning-smooth-1"),
+    Row("fast-200", "200 demos per task instead of 50 (same 1500 x 32 steps)", collect=("--episodes", "200")),
+    Row("fast-sas0", "demos end at success (no steps after it; default 10)", collect=("--steps-after-success", "0")),
+    Row("fast-noise02", "DART: expert actions executed with Gaussian noise (std 0.2), clean actions recorded",
+        collect=("--action-noise", "0.2")),
 )
+COLLECT_TASKS = ("reach-v3", "push-v3", "button-press-v3", "drawer-close-v3")
+"""The default run's demo tasks, which rows with their own demos collect again."""
 
 
 @dataclasses.dataclass
@@ -95,10 +106,18 @@ def heldout(run: Path) -> list[int]:
 
 
 def train_cmd(cfg: StudyConfig, row: Row, tokenizer: Path) -> list[str]:
-    split = [str(e) for e in heldout(cfg.run)]
-    return [CLI, "train", "--dataset", str(cfg.run / "demos"), "--tokenizer", str(tokenizer),
-            "--out", str(cfg.out / row.name / "model"), "--heldout-episodes", *split, "--seed", "0",
+    split = [] if row.collect else ["--heldout-episodes", *map(str, heldout(cfg.run))]
+    return [CLI, "train", "--dataset", str(demos(cfg, row)), "--tokenizer", str(tokenizer),
+            "--out", str(cfg.out / row.name / "model"), *split, "--seed", "0",
             "--overwrite", "--no-progress", *row.train]
+
+
+def demos(cfg: StudyConfig, row: Row) -> Path:
+    return cfg.out / row.name / "demos" if row.collect else cfg.run / "demos"
+
+
+def collect_cmd(cfg: StudyConfig, row: Row) -> list[str]:
+    return [CLI, "collect", "--tasks", *COLLECT_TASKS, "--out", str(demos(cfg, row)), "--no-progress", *row.collect]
 
 
 def eval_cmd(cfg: StudyConfig, row: Row, policy: Path) -> list[str]:
@@ -129,6 +148,11 @@ def _run_row(cfg: StudyConfig, row: Row, done: dict[str, threading.Event]) -> di
     folder.mkdir(parents=True, exist_ok=True)
     log, record = folder / "log.txt", {"row": dataclasses.asdict(row), "commands": []}
     tokenizer = cfg.run / "tokenizers" / row.family / "tokenizer"
+    if row.collect:
+        cmd = collect_cmd(cfg, row)
+        record["commands"].append(shlex.join(cmd))
+        if not (demos(cfg, row) / "meta" / "info.json").exists():
+            record["collect_s"] = _run(cmd, log)
     if row.fit:
         fit = [CLI, "fit", "--dataset", str(cfg.run / "demos"), "--tokenizer", row.family,
                "--heldout-episodes", *map(str, heldout(cfg.run)), "--seed", "0",
@@ -137,7 +161,7 @@ def _run_row(cfg: StudyConfig, row: Row, done: dict[str, threading.Event]) -> di
         if not (folder / "tokenizer" / "config.json").exists():
             record["fit_s"] = _run(fit, log)
         tokenizer = folder / "tokenizer"
-    if not (row.train or row.fit or row.model_from):  # the default recipe: the run's own model
+    if not (row.train or row.fit or row.collect or row.model_from):  # the default recipe: the run's own model
         policy = cfg.run / "models" / row.family
     elif row.model_from:
         done[row.model_from].wait()
