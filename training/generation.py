@@ -46,7 +46,7 @@ def check_readout(readout: str, tok: "ActionTokenizer", temperature: float = 0.0
     if readout == "expectation" and not hasattr(tok, "decode_expected"):
         raise ValueError(f"the expectation readout needs ordered bins (binning); {tok.family} ids are not: use argmax")
     if readout == "expectation" and temperature > 0:
-        raise ValueError("the expectation readout averages the greedy pass's distributions; use temperature 0")
+        raise ValueError("the expectation readout averages the greedy pass's distributions: use temperature 0, or readout argmax to sample")
     return readout
 
 
