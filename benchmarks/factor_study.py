@@ -127,6 +127,11 @@ def eval_cmd(cfg: StudyConfig, row: Row, policy: Path) -> list[str]:
             *row.evaluate]
 
 
+def shown(cmd: list[str]) -> str:
+    """The command as a user types it (the CLI by name, not this machine's path to it)."""
+    return shlex.join(["action-tokenizers", *cmd[1:]] if cmd and cmd[0] == CLI else cmd)
+
+
 def _run(cmd: list[str], log: Path) -> float:
     start = time.perf_counter()
     with open(log, "a") as f:
@@ -150,14 +155,14 @@ def _run_row(cfg: StudyConfig, row: Row, done: dict[str, threading.Event]) -> di
     tokenizer = cfg.run / "tokenizers" / row.family / "tokenizer"
     if row.collect:
         cmd = collect_cmd(cfg, row)
-        record["commands"].append(shlex.join(cmd))
+        record["commands"].append(shown(cmd))
         if not (demos(cfg, row) / "meta" / "info.json").exists():
             record["collect_s"] = _run(cmd, log)
     if row.fit:
         fit = [CLI, "fit", "--dataset", str(cfg.run / "demos"), "--tokenizer", row.family,
                "--heldout-episodes", *map(str, heldout(cfg.run)), "--seed", "0",
                "--out", str(folder / "tokenizer"), "--overwrite", "--no-progress", *row.fit]
-        record["commands"].append(shlex.join(fit))
+        record["commands"].append(shown(fit))
         if not (folder / "tokenizer" / "config.json").exists():
             record["fit_s"] = _run(fit, log)
         tokenizer = folder / "tokenizer"
@@ -170,12 +175,12 @@ def _run_row(cfg: StudyConfig, row: Row, done: dict[str, threading.Event]) -> di
     else:
         policy = folder / "model"
         cmd = train_cmd(cfg, row, tokenizer)
-        record["commands"].append(shlex.join(cmd))
+        record["commands"].append(shown(cmd))
         if not (policy / "policy_config.json").exists():
             record["train_s"] = _run(cmd, log)
     done[row.name].set()  # evaluation-only rows on this model may start now
     cmd = eval_cmd(cfg, row, policy)
-    record["commands"].append(shlex.join(cmd))
+    record["commands"].append(shown(cmd))
     if not (folder / "eval" / "results.json").exists():
         record["eval_s"] = _run(cmd, log)
     results = json.loads((folder / "eval" / "results.json").read_text())
