@@ -78,8 +78,6 @@ ROWS: tuple[Row, ...] = (  # in the order they run: trained rows first, then row
     Row("fast-noise02", "DART: expert actions executed with Gaussian noise (std 0.2), clean actions recorded",
         collect=("--action-noise", "0.2")),
 )
-COLLECT_TASKS = ("reach-v3", "push-v3", "button-press-v3", "drawer-close-v3")
-"""The default run's demo tasks, which rows with their own demos collect again."""
 
 
 @dataclasses.dataclass
@@ -117,7 +115,9 @@ def demos(cfg: StudyConfig, row: Row) -> Path:
 
 
 def collect_cmd(cfg: StudyConfig, row: Row) -> list[str]:
-    return [CLI, "collect", "--tasks", *COLLECT_TASKS, "--out", str(demos(cfg, row)), "--no-progress", *row.collect]
+    """The run's own demo tasks (from its ``meta/collect.json``), collected again with the row's flags."""
+    tasks = list(json.loads((cfg.run / "demos" / "meta" / "collect.json").read_text())["tasks"])
+    return [CLI, "collect", "--tasks", *tasks, "--out", str(demos(cfg, row)), "--no-progress", *row.collect]
 
 
 def eval_cmd(cfg: StudyConfig, row: Row, policy: Path) -> list[str]:
