@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from action_tokenizers.base import ActionTokenizer
     from training.model import PolicyModel
 
-__all__ = ["ActionOnlyLogits", "DecodingPlan", "Generated", "READOUTS", "check_readout", "generate_action_ids"]
+__all__ = ["ActionOnlyLogits", "DecodingPlan", "Generated", "READOUTS", "check_readout", "generate_action_ids", "read_chunks"]
 
 READOUTS = ("argmax", "expectation")
 """How a chunk is read from the generated ids: argmax (decode the chosen ids) or expectation (the mean
@@ -197,6 +197,8 @@ def generate_action_ids(model: "PolicyModel", vocab: ActionVocab, plan: Decoding
     ids, conditioned on the ids generated before it."""
     from transformers import GenerationConfig, LogitsProcessorList
 
+    if with_probs and not plan.fixed:
+        raise ValueError("per-position distributions need a fixed-length plan (one id per position)")
     device = model.lm.get_input_embeddings().weight.device
     ids, mask, starts = left_pad(prompts, pad_id)
     emb = model.embed(ids.to(device), starts.to(device), {k: v.to(device) for k, v in obs.items()})
@@ -208,8 +210,6 @@ def generate_action_ids(model: "PolicyModel", vocab: ActionVocab, plan: Decoding
         eos_token_id=vocab.eoa_id if plan.uses_end_marker else None, pad_token_id=pad_id, use_cache=True,
         output_scores=with_probs, return_dict_in_generate=with_probs,
     )
-    if with_probs and not plan.fixed:
-        raise ValueError("per-position distributions need a fixed-length plan (one id per position)")
     out = model.lm.generate(inputs_embeds=emb, attention_mask=mask.to(device), generation_config=gen_cfg,
                             logits_processor=LogitsProcessorList([ActionOnlyLogits(vocab, plan)]))
     probs = None
@@ -221,6 +221,13 @@ def generate_action_ids(model: "PolicyModel", vocab: ActionVocab, plan: Decoding
     seqs = _split_sequences(rows, vocab, plan.uses_end_marker)
     truncated = 0 if plan.fixed or plan.length_aware else sum(len(s) >= plan.n_new for s in seqs)
     return Generated(seqs, truncated, probs)
+
+
+def read_chunks(tok: "ActionTokenizer", gen: Generated) -> tuple[Any, np.ndarray]:
+    """(the decode report of the generated ids, the chunks): with ``gen.probs`` (the expectation
+    readout) the chunks are their expectation, otherwise the decoded ids."""
+    report = tok.decode_with_report(gen.ids)
+    return report, tok.decode_expected(gen.probs) if gen.probs is not None else report.actions
 
 
 def _split_sequences(rows: np.ndarray, vocab: ActionVocab, ends_with_marker: bool) -> list[list[int]]:

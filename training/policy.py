@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from action_tokenizers.io import read_json, verify_checksums
-from training.generation import DecodingPlan, check_readout, generate_action_ids
+from training.generation import DecodingPlan, check_readout, generate_action_ids, read_chunks
 from training.sequences import Prompt, build_prompt
 from training.vocab import ActionVocab
 
@@ -119,8 +119,7 @@ class TokenizedPolicy:
         expect = check_readout(self.readout, self.action_tokenizer, temp) == "expectation"
         gen = generate_action_ids(self.model, self.vocab, self.plan, self.prompts(tasks), obs,
                                   self.lm_tokenizer.pad_token_id, temp, with_probs=expect)
-        report = self.action_tokenizer.decode_with_report(gen.ids)
-        actions = self.action_tokenizer.decode_expected(gen.probs) if expect else report.actions
+        report, actions = read_chunks(self.action_tokenizer, gen)
         self.last_stats = {
             "malformed": report.n_malformed,
             "malformed_per_row": report.malformed.astype(int).tolist(),

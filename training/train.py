@@ -498,7 +498,7 @@ def evaluate(model: "PolicyModel", ex: "Examples", held: np.ndarray, chunks: "Ch
     with different smoothing compare on one scale."""
     import torch
 
-    from training.generation import generate_action_ids
+    from training.generation import generate_action_ids, read_chunks
     from training.sequences import Prompt, collate
 
     device = next(model.parameters()).device
@@ -514,10 +514,8 @@ def evaluate(model: "PolicyModel", ex: "Examples", held: np.ndarray, chunks: "Ch
     pick = held[np.linspace(0, len(held) - 1, min(cfg.eval_chunks, len(held))).astype(np.int64)]
     prompts = [Prompt(ex.input_ids[i][: len(ex.input_ids[i]) - _target_len(ex, i)].tolist(), int(ex.obs_start[i])) for i in pick]
     obs = with_images({"obs": {cfg.state_key: torch.from_numpy(ex.states[pick])}}, chunks, pick)["obs"]
-    expect = cfg.readout == "expectation"
-    gen = generate_action_ids(model, vocab, plan, prompts, obs, pad_id, with_probs=expect)
-    report = tok.decode_with_report(gen.ids)
-    generated = tok.decode_expected(gen.probs) if expect else report.actions
+    gen = generate_action_ids(model, vocab, plan, prompts, obs, pad_id, with_probs=cfg.readout == "expectation")
+    report, generated = read_chunks(tok, gen)
     truth, mask = chunks.actions[pick], chunks.mask[pick]
     floor = tok.decode(tok.encode(truth))
     model.train()
