@@ -44,6 +44,7 @@ from eval.plots import policy_entries, write_plots
 from eval.policies import EXPERT, ExpertPolicy, Policy, load_policy, policy_name
 from eval.rollout import (EnvPool, RolloutResult, check_decoding, check_dims, check_ensemble_decay, check_temperature,
                           rollout, samples)
+from training.threads import check_threads, cpu_threads
 
 __all__ = [
     "DEFAULT_TASKS",
@@ -114,6 +115,8 @@ class EvalConfig:
     ensemble_decay: float | None = None
     """Temporal ensembling (ACT): execute the exp(-K*i)-weighted mean (i=0 the oldest) of every overlapping
     chunk's prediction for the current step; the policy is still called every --n-action-steps. Default: off."""
+    threads: int | None = 1
+    """Torch CPU threads for the policy (None = torch's default); as in training, one per process on shared cores."""
 
     def __post_init__(self) -> None:
         from eval import envs
@@ -136,6 +139,7 @@ class EvalConfig:
         self.out = Path(self.out)
         check_ensemble_decay(self.ensemble_decay)
         check_temperature(self.temperature)
+        check_threads(self.threads)
         _check_execution(self)
         if self.paraphrased:
             from eval.paraphrases import paraphrase_map
@@ -463,9 +467,14 @@ def run_eval(cfg: EvalConfig, pool: EnvPool | None = None, expert: PolicyEvaluat
     expert evaluation on these seeds (:func:`evaluate_expert`): the main job passes both, so the
     expert is rolled out once per job, not once per policy.
     """
+    check_output(cfg.out, "eval", cfg.overwrite)  # refuse now, not after the rollouts
+    with cpu_threads(cfg.threads):
+        return _run_eval(cfg, pool, expert)
+
+
+def _run_eval(cfg: EvalConfig, pool: EnvPool | None, expert: PolicyEvaluation | None) -> dict[str, Any]:
     from eval.envs import env_spec
 
-    check_output(cfg.out, "eval", cfg.overwrite)  # refuse now, not after the rollouts
 
     start = time.perf_counter()
     policy = load_policy(cfg.policy, cfg.env)

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from action_tokenizers.io import atomic_directory, check_output, read_json
+from training.threads import check_threads, cpu_threads
 
 __all__ = [
     "BASELINE_NAMES",
@@ -112,8 +113,7 @@ class OpenLoopConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.plot_episodes < 0:
             raise ValueError(f"--plot-episodes must be >= 0, got {self.plot_episodes}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"--threads must be >= 1 or None, got {self.threads}")
+        check_threads(self.threads)
         if self.name in (*BASELINE_NAMES, "meta"):
             raise ValueError(f"--name {self.name!r} is reserved in results.json; pick another")
 
@@ -422,15 +422,8 @@ def _row(pred: Prediction, chunks: EvalChunks, true_ids: list[list[int]] | None,
 # ---------------------------------------------------------------------- the run
 def run_open_loop(cfg: OpenLoopConfig) -> dict[str, Any]:
     """Check, predict, score, write the report; returns the results dict (as in results.json)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    if cfg.threads is not None and not torch.cuda.is_available():
-        torch.set_num_threads(cfg.threads)
-    try:
+    with cpu_threads(cfg.threads):
         return _run(cfg)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _run(cfg: OpenLoopConfig) -> dict[str, Any]:

@@ -54,7 +54,10 @@ def test_readout_checks_name_the_fix() -> None:
     with pytest.raises(ValueError, match="temperature 0"):
         check_readout("expectation", fitted_binning(), temperature=0.5)
     with pytest.raises(ValueError, match="one of"):
-        check_readout("mean", fitted_binning())
+        check_readout("median", fitted_binning())
+    with pytest.raises(ValueError, match="temperature 0"):
+        check_readout("mean", fast, temperature=0.7)
+    assert check_readout("mean", fast) == "mean"
     assert check_readout("argmax", fast) == "argmax"
 
 
@@ -89,6 +92,40 @@ def test_a_trained_binning_policy_reads_out_the_expectation(so101_root: Path, tm
     with pytest.raises(ValueError, match="temperature 0"):
         policy.readout = "expectation"
         policy.predict_action_chunk(batch, temperature=1.0)
+
+
+def test_the_mean_readout_averages_seeded_samples_of_any_tokenizer(so101_root: Path, tmp_path: Path) -> None:
+    """FAST (variable length): the chunk is the mean of MEAN_SAMPLES decoded samples, the same on a rerun."""
+    import torch
+
+    from action_tokenizers.data import load_chunks
+    from training import TokenizedPolicy
+    from training.generation import MEAN_SAMPLES, sample_mean
+    from training.train import TrainConfig, run_train
+
+    chunks = load_chunks(so101_root, chunk_size=4, pad="last")
+    tok_dir = FASTTokenizer(vocab_size=64).fit(chunks.actions).save_pretrained(tmp_path / "tok")
+    run_train(TrainConfig(dataset=so101_root, tokenizer=tok_dir, out=tmp_path / "out", hidden_size=16, n_layers=1,
+                          n_heads=2, max_steps=3, batch_size=4, warmup_steps=1, eval_chunks=2, progress=False))
+    batch = {"observation.state": np.random.default_rng(0).normal(size=(3, 6)), "task": "pick"}
+    runs = []
+    for _ in range(2):  # a fresh load each time: the same calls give the same chunks
+        policy = TokenizedPolicy.from_pretrained(tmp_path / "out", device="cpu")
+        policy.readout = "mean"
+        runs.append(policy.predict_action_chunk(batch))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert runs[0].shape == (3, 4, 6) and np.isfinite(runs[0]).all()
+    assert len(policy.last_stats["malformed_per_row"]) == 3 and len(policy.last_stats["action_ids"]) == 3
+    obs = {"observation.state": torch.as_tensor(batch["observation.state"], dtype=torch.float32)}
+    report, mean, gen = sample_mean(policy.model, policy.action_tokenizer, policy.vocab, policy.plan,
+                                    policy.prompts(["pick"] * 3), obs, policy.lm_tokenizer.pad_token_id, seed=1)
+    assert len(gen.ids) == 3 * MEAN_SAMPLES and report.n_malformed == 0
+    decoded = policy.action_tokenizer.decode(gen.ids).reshape(3, MEAN_SAMPLES, 4, 6)
+    np.testing.assert_allclose(mean, decoded.mean(1), atol=1e-9)
+    np.testing.assert_allclose(runs[0], mean, atol=1e-9)  # the first call of a fresh policy is seed 1
+    assert len({tuple(s) for s in gen.ids}) > 1  # a barely trained model's samples differ
+    policy.readout = "argmax"
+    assert not np.allclose(policy.predict_action_chunk(batch), mean)
 
 
 def test_eval_readout_is_refused_for_policies_without_tokens() -> None:

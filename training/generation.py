@@ -32,11 +32,14 @@ if TYPE_CHECKING:
     from action_tokenizers.base import ActionTokenizer
     from training.model import PolicyModel
 
-__all__ = ["ActionOnlyLogits", "DecodingPlan", "Generated", "READOUTS", "check_readout", "generate_action_ids", "read_chunks"]
+__all__ = ["ActionOnlyLogits", "DecodingPlan", "Generated", "MEAN_SAMPLES", "READOUTS", "check_readout", "generate_action_ids", "read_chunks", "sample_mean"]
 
-READOUTS = ("argmax", "expectation")
-"""How a chunk is read from the generated ids: argmax (decode the chosen ids) or expectation (the mean
-of the bin centres under each position's softmax; tokenizers with ordered bins, ``decode_expected``)."""
+READOUTS = ("argmax", "expectation", "mean")
+"""How a chunk is read from the LM: argmax (decode the greedy ids), expectation (the mean of the bin
+centres under each position's softmax; tokenizers with ordered bins, ``decode_expected``) or mean
+(the mean of ``MEAN_SAMPLES`` chunks decoded from sequences sampled from the LM: any tokenizer)."""
+MEAN_SAMPLES = 16
+"""Sequences sampled per chunk by the mean readout (a Monte Carlo estimate of the LM's mean chunk)."""
 
 
 def check_readout(readout: str, tok: "ActionTokenizer", temperature: float = 0.0) -> str:
@@ -47,6 +50,9 @@ def check_readout(readout: str, tok: "ActionTokenizer", temperature: float = 0.0
         raise ValueError(f"the expectation readout needs ordered bins (binning); {tok.family} ids are not: use argmax")
     if readout == "expectation" and temperature > 0:
         raise ValueError("the expectation readout averages the greedy pass's distributions: use temperature 0, or readout argmax to sample")
+    if readout == "mean" and temperature > 0:
+        raise ValueError("the mean readout samples at the LM's own distribution (temperature 1): use temperature 0, "
+                         "or readout argmax to sample one sequence")
     return readout
 
 
@@ -228,6 +234,27 @@ def read_chunks(tok: "ActionTokenizer", gen: Generated) -> tuple[Any, np.ndarray
     readout) the chunks are their expectation, otherwise the decoded ids."""
     report = tok.decode_with_report(gen.ids)
     return report, tok.decode_expected(gen.probs) if gen.probs is not None else report.actions
+
+
+def sample_mean(model: "PolicyModel", tok: "ActionTokenizer", vocab: ActionVocab, plan: DecodingPlan,
+                prompts: list[Prompt], obs: dict[str, torch.Tensor], pad_id: int, seed: int,
+                samples: int = MEAN_SAMPLES) -> tuple[Any, np.ndarray, Generated]:
+    """The mean readout: ``samples`` sequences per prompt drawn at temperature 1 (seeded), each decoded,
+    averaged into one chunk per prompt. Returns (the decode report of every sample, the (b, h, d)
+    chunks, the samples; sample ``j`` of prompt ``i`` is row ``i * samples + j``).
+
+    Why: greedy decoding returns the LM's most likely token sequence, and where its mass is split
+    between "keep moving" and "stop" it picks the mode; the mean of samples estimates the LM's mean
+    chunk instead, as a regressor's output is the mean of the demonstrated actions."""
+    b = len(prompts)
+    many = [p for p in prompts for _ in range(samples)]
+    obs_many = {k: v.repeat_interleave(samples, 0) for k, v in obs.items()}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gen = generate_action_ids(model, vocab, plan, many, obs_many, pad_id, temperature=1.0)
+    report, chunks = read_chunks(tok, gen)
+    chunks = np.asarray(chunks, dtype=np.float64)
+    return report, chunks.reshape(b, samples, *chunks.shape[1:]).mean(1), gen
 
 
 def _split_sequences(rows: np.ndarray, vocab: ActionVocab, ends_with_marker: bool) -> list[list[int]]:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from action_tokenizers.io import read_json, verify_checksums
-from training.generation import DecodingPlan, check_readout, generate_action_ids, read_chunks
+from training.generation import MEAN_SAMPLES, DecodingPlan, check_readout, generate_action_ids, read_chunks, sample_mean
 from training.sequences import Prompt, build_prompt
 from training.vocab import ActionVocab
 
@@ -55,7 +55,9 @@ class TokenizedPolicy:
         self.tokens_per_chunk: int | None = action_tokenizer.tokens_per_chunk
         self.temperature: float = float(meta.get("temperature", 0.0))
         self.readout: str = check_readout(meta.get("readout", "argmax"), action_tokenizer)
-        """argmax or expectation (``training.generation.READOUTS``); saved by training, may be changed after loading."""
+        """argmax, expectation or mean (``training.generation.READOUTS``); saved by training, may be changed after loading."""
+        self.mean_calls = 0
+        """Calls made with the mean readout (each seeds its samples with its number)."""
         self.plan = DecodingPlan.from_dict(meta["decoding"]) if "decoding" in meta else \
             DecodingPlan.from_tokenizer(action_tokenizer, int(meta["max_new_tokens"]))
         self.last_stats: dict[str, Any] = {}
@@ -116,14 +118,21 @@ class TokenizedPolicy:
         if not (math.isfinite(temp) and temp >= 0):
             raise ValueError(f"temperature must be >= 0 and finite (0 = greedy), got {temp}")
         obs = {self.state_key: states, **{k: _as_tensor(batch[k]) for k in self.image_keys}}  # checked by the encoder
-        expect = check_readout(self.readout, self.action_tokenizer, temp) == "expectation"
-        gen = generate_action_ids(self.model, self.vocab, self.plan, self.prompts(tasks), obs,
-                                  self.lm_tokenizer.pad_token_id, temp, with_probs=expect)
-        report, actions = read_chunks(self.action_tokenizer, gen)
+        readout = check_readout(self.readout, self.action_tokenizer, temp)
+        per_row = 1
+        if readout == "mean":
+            self.mean_calls += 1  # each call its own seed: a rerun of the same calls is identical
+            per_row = MEAN_SAMPLES
+            report, actions, gen = sample_mean(self.model, self.action_tokenizer, self.vocab, self.plan,
+                                               self.prompts(tasks), obs, self.lm_tokenizer.pad_token_id, self.mean_calls)
+        else:
+            gen = generate_action_ids(self.model, self.vocab, self.plan, self.prompts(tasks), obs,
+                                      self.lm_tokenizer.pad_token_id, temp, with_probs=readout == "expectation")
+            report, actions = read_chunks(self.action_tokenizer, gen)
         self.last_stats = {
-            "malformed": report.n_malformed,
-            "malformed_per_row": report.malformed.astype(int).tolist(),
-            "action_ids": gen.ids,  # local ids per row, e.g. for token agreement in open-loop evaluation
+            "malformed": report.n_malformed,  # sequences (the mean readout: of every sample)
+            "malformed_per_row": report.malformed.astype(int).reshape(len(tasks), per_row).sum(1).tolist(),
+            "action_ids": gen.ids[::per_row],  # local ids per row, e.g. for token agreement in open-loop evaluation
             "latency_s": time.perf_counter() - t0,
             "batch_size": len(tasks),
             "tokens_per_chunk": float(np.mean([len(s) for s in gen.ids])),

@@ -28,6 +28,7 @@ import numpy as np
 from action_tokenizers.io import atomic_directory, read_json, write_json
 from action_tokenizers.normalize import MODES, Normalizer
 from action_tokenizers.split import DataSelection
+from training.threads import check_threads, cpu_threads
 
 __all__ = ["REGRESSION_MARKER", "RegressionConfig", "RegressionPolicy", "RegressionResult", "run_train_regression"]
 
@@ -65,6 +66,8 @@ class RegressionConfig(DataSelection):
     """Camera features the baseline sees through the LM policies' image encoder (training.vision); empty: none."""
     vision_encoder: str = "cnn"
     """Image backbone, as for the LM policies: cnn or a transformers vision model name/path."""
+    threads: int | None = 1
+    """Torch CPU threads while training on CPU (None = torch's default), as for the LM policies."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -75,6 +78,7 @@ class RegressionConfig(DataSelection):
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
+        check_threads(self.threads)
         if self.normalization not in MODES:
             raise ValueError(f"--normalization must be one of {MODES}, got {self.normalization!r}")
         self.out = Path(self.out)
@@ -327,9 +331,10 @@ def run_train_regression(cfg: RegressionConfig) -> RegressionResult:
     cs = _load(cfg)
     split = cfg.split(cs.episode_index)
     train, held = split.rows(cs.episode_index)
-    policy = _build_policy(cfg, cs, train)
-    history = _fit(cfg, policy, cs, train)
-    heldout_loss = _heldout_loss(policy, cs, held)
+    with cpu_threads(cfg.threads):
+        policy = _build_policy(cfg, cs, train)
+        history = _fit(cfg, policy, cs, train)
+        heldout_loss = _heldout_loss(policy, cs, held)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     settings["heldout_episodes"] = split.heldout_episodes
     with atomic_directory(cfg.out, kind="train-regression", overwrite=getattr(cfg, "overwrite", False)) as tmp:

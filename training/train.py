@@ -25,6 +25,7 @@ import numpy as np
 
 from action_tokenizers.split import DataSelection
 from action_tokenizers.io import OutputFolder, checksums, own_files_recursive, read_json, write_json
+from training.threads import check_threads, cpu_threads
 from training.vocab import STRATEGIES
 
 if TYPE_CHECKING:
@@ -155,8 +156,7 @@ class TrainConfig(DataSelection):
         for name in ("warmup_steps", "eval_every", "vocab_skip", "obs_hidden"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+        check_threads(self.threads)
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError(f"stop_after must be >= 1 or None, got {self.stop_after}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -569,19 +569,11 @@ def export_policy(folder: OutputFolder, model: "PolicyModel", base: "BaseLM", to
 # ---------------------------------------------------------------------- the run
 def run_train(cfg: TrainConfig) -> TrainResult:
     """Check inputs, build, train (resumable), evaluate, export. Returns the measured numbers."""
-    import torch
-
     missing = [f"--{k}" for k in ("dataset", "tokenizer") if not getattr(cfg, k)]
     if missing:
         raise ValueError(f"{' and '.join(missing)} required: a LeRobot v3 dataset and a fitted action tokenizer")
-    previous = torch.get_num_threads()
-    if cfg.threads is not None and not torch.cuda.is_available():
-        torch.set_num_threads(cfg.threads)
-    try:
-        with _output_folder(cfg) as folder:
-            result = _run_train(cfg, folder)
-    finally:
-        torch.set_num_threads(previous)
+    with cpu_threads(cfg.threads), _output_folder(cfg) as folder:
+        result = _run_train(cfg, folder)
     if cfg.push_to_hub and folder is not None and result.steps >= cfg.max_steps:  # main process, finished
         from training.hub import push_policy
 
