@@ -85,6 +85,17 @@ class CollectConfig:
     """Steps to keep recording after the first success (0: stop at success)."""
     action_noise: float = 0.0
     """DART noise injection: std of Gaussian noise added to the expert's action before it is executed (clipped to the action bounds); the clean expert action is what is recorded, so the demos show how the expert corrects small deviations a learned policy will make (0: none)."""
+    driver: str | None = None
+    """DAgger: a trained policy (a directory or Hub id) that drives --driven-episodes more episodes per
+    task after the expert's. It executes the first --driver-steps actions of each chunk it plans; the
+    expert's action at every state it visits is what is recorded. Driven episodes are kept whether or
+    not they succeed: their states are where the policy goes wrong, labelled with how to recover."""
+    driven_episodes: int = 0
+    """Episodes per task driven by --driver, from seeds seed, seed+1, ... (the expert demos' layouts)."""
+    driver_steps: int = 5
+    """Actions the driver executes from each chunk before it re-plans (eval's --n-action-steps)."""
+    driven_horizon: int = 150
+    """Steps of a driven episode, unless it ends steps_after_success after a success (eval's --horizon)."""
     repo_id: str = "local/metaworld_demos"
     """Repo id written into the dataset (used by LeRobotDataset(repo_id, root=out) and push)."""
     cameras: tuple[str, ...] = ()
@@ -117,6 +128,7 @@ class CollectConfig:
             raise ValueError(f"steps_after_success must be >= 0, got {self.steps_after_success}")
         if not (self.action_noise >= 0 and math.isfinite(self.action_noise)):
             raise ValueError(f"action_noise must be a finite std >= 0, got {self.action_noise}")
+        _check_driver(self)
         if "/" not in self.repo_id:
             raise ValueError(f"repo_id must look like 'owner/name', got {self.repo_id!r}")
         check_name(self.env, list_families(), "env family")
@@ -199,24 +211,51 @@ def run_collect(cfg: CollectConfig) -> CollectResult:
     return result
 
 
+def _check_driver(cfg: CollectConfig) -> None:
+    if cfg.driven_episodes < 0 or cfg.driver_steps < 1 or cfg.driven_horizon < 1:
+        raise ValueError(f"driven_episodes must be >= 0, driver_steps and driven_horizon >= 1; got "
+                         f"{cfg.driven_episodes}, {cfg.driver_steps}, {cfg.driven_horizon}")
+    if (cfg.driver is None) != (cfg.driven_episodes == 0):
+        raise ValueError("--driver and --driven-episodes go together: a policy to drive, and how many episodes per task")
+    if cfg.driver is not None and cfg.cameras:
+        raise ValueError("--driver drives state-based collection only; drop --cameras or --driver")
+
+
 # --------------------------------------------------------------------------- the loop
 def _collect_tasks(cfg: CollectConfig, dataset: Any, specs: dict, horizon: int) -> dict[str, dict]:
     """Every task in turn; episode indices run on across tasks, as LeRobot numbers them."""
     from tqdm.auto import tqdm
 
     log: dict[str, dict] = {}
-    with tqdm(total=len(cfg.tasks) * cfg.episodes, desc="collect", unit="ep", disable=not cfg.progress) as bar:
+    driver = _load_driver(cfg, specs)
+    total = len(cfg.tasks) * (cfg.episodes + cfg.driven_episodes)
+    with tqdm(total=total, desc="collect", unit="ep", disable=not cfg.progress) as bar:
         for task in cfg.tasks:
-            first_index = sum(len(entry["seeds"]) for entry in log.values())
-            log[task] = _collect_task(cfg, dataset, task, specs[task].description, horizon, first_index, bar)
+            first_index = sum(len(entry["episodes"]) for entry in log.values())
+            log[task] = _collect_task(cfg, dataset, task, specs[task].description, horizon, first_index, bar, driver)
     return log
 
 
+def _load_driver(cfg: CollectConfig, specs: dict) -> Any:
+    """The --driver policy, checked against every task's dimensions before any episode."""
+    if cfg.driver is None:
+        return None
+    from eval.policies import load_policy
+    from eval.rollout import check_dims
+
+    driver = load_policy(cfg.driver, cfg.env)
+    for spec in specs.values():
+        check_dims(driver, spec.action_dim, spec.obs_dim, cfg.driver_steps)
+    return driver
+
+
 def _collect_task(
-    cfg: CollectConfig, dataset: Any, task: str, text: str, horizon: int, first_index: int, bar: Any
+    cfg: CollectConfig, dataset: Any, task: str, text: str, horizon: int, first_index: int, bar: Any,
+    driver: Any = None,
 ) -> dict[str, Any]:
-    """Run seeds ``cfg.seed, cfg.seed + 1, ...`` until ``cfg.episodes`` successes; save each success."""
-    entry: dict[str, Any] = {"seeds": [], "failed_seeds": [], "episodes": [], "frames": 0}
+    """Run seeds ``cfg.seed, cfg.seed + 1, ...`` until ``cfg.episodes`` successes; save each success.
+    Then, with a driver, its ``cfg.driven_episodes`` (kept whether or not they succeed)."""
+    entry: dict[str, Any] = {"seeds": [], "failed_seeds": [], "episodes": [], "frames": 0, "driven_seeds": []}
     attempts = cfg.episodes * MAX_ATTEMPTS_FACTOR
     env = make_env(cfg.env, task, seed=cfg.seed)
     camera = CameraRenderer(env, cfg.cameras, cfg.image_size, cfg.env) if cfg.cameras else None
@@ -230,12 +269,14 @@ def _collect_task(
                 entry["failed_seeds"].append(seed)
                 bar.set_postfix(task=task, dropped=len(entry["failed_seeds"]))
                 continue
-            _save_episode(dataset, record, text, cfg.env)
-            episode = {"episode_index": first_index + len(entry["seeds"]), "seed": seed}
-            entry["episodes"].append({**episode, "length": len(record.actions), "success_step": record.success_step})
+            _keep(dataset, record, text, cfg.env, entry, first_index, bar)
             entry["seeds"].append(seed)
-            entry["frames"] += len(record.actions)
-            bar.update(1)
+        for seed in range(cfg.seed, cfg.seed + cfg.driven_episodes):
+            expert = expert_policy(cfg.env, task)
+            record = run_driven_episode(env, expert, driver, text, seed, cfg.driven_horizon, cfg.steps_after_success,
+                                        cfg.driver_steps)
+            _keep(dataset, record, text, cfg.env, entry, first_index, bar, driven=True)
+            entry["driven_seeds"].append(seed)
     finally:
         if camera is not None:
             camera.close()
@@ -254,6 +295,17 @@ def _collect_task(
     return entry
 
 
+def _keep(dataset: Any, record: EpisodeRecord, text: str, family: str, entry: dict[str, Any], first_index: int,
+          bar: Any, driven: bool = False) -> None:
+    """Save one episode and log it in ``entry`` (its index, seed, length, first success, who drove it)."""
+    _save_episode(dataset, record, text, family)
+    entry["episodes"].append({"episode_index": first_index + len(entry["episodes"]), "seed": record.seed,
+                              "length": len(record.actions), "success_step": record.success_step,
+                              **({"driven": True} if driven else {})})
+    entry["frames"] += len(record.actions)
+    bar.update(1)
+
+
 def run_expert_episode(
     env: Any, expert: Any, seed: int, horizon: int, steps_after_success: int, camera: Any = None,
     action_noise: float = 0.0,
@@ -263,9 +315,40 @@ def run_expert_episode(
     ``camera`` (a ``CameraRenderer``) renders its cameras before every action. ``action_noise``
     perturbs the executed action only (seeded by ``seed``); the recorded action is the expert's.
     """
-    obs, _ = env.reset(seed=seed)
     rng = np.random.default_rng(seed)
     low, high = env.action_space.low, env.action_space.high
+
+    def execute(obs: np.ndarray, label: np.ndarray) -> np.ndarray:
+        return np.clip(label + rng.normal(0.0, action_noise, label.shape), low, high) if action_noise else label
+
+    return _labelled_episode(env, expert, seed, horizon, steps_after_success, execute, camera)
+
+
+def run_driven_episode(env: Any, expert: Any, driver: Any, text: str, seed: int, horizon: int,
+                       steps_after_success: int, driver_steps: int) -> EpisodeRecord:
+    """DAgger: ``driver`` acts (its chunks' first ``driver_steps`` actions, re-planning in between)
+    while the expert labels every visited state; a non-finite driver action is refused."""
+    low, high = env.action_space.low, env.action_space.high
+    plan: list[np.ndarray] = []
+
+    def execute(obs: np.ndarray, label: np.ndarray) -> np.ndarray:
+        if not plan:
+            chunk = np.asarray(driver.predict_action_chunk(
+                {"observation.state": np.asarray(obs, dtype=np.float64)[None], "task": [text]}))
+            plan.extend(chunk[0, :driver_steps])
+        action = np.asarray(plan.pop(0), dtype=np.float64)
+        if not np.isfinite(action).all():
+            raise ValueError(f"the driver returned a non-finite action {action.tolist()} (seed {seed})")
+        return np.clip(action, low, high)
+
+    return _labelled_episode(env, expert, seed, horizon, steps_after_success, execute)
+
+
+def _labelled_episode(env: Any, expert: Any, seed: int, horizon: int, steps_after_success: int,
+                      execute: Any, camera: Any = None) -> EpisodeRecord:
+    """From ``reset(seed=seed)``: record each state and the expert's action there, step with
+    ``execute(state, expert_action)``; stop ``steps_after_success`` steps after success or at ``horizon``."""
+    obs, _ = env.reset(seed=seed)
     states, actions, rewards, successes = [], [], [], []
     frames: list[dict[str, np.ndarray]] = []
     success_step = None
@@ -275,8 +358,7 @@ def run_expert_episode(
         action = np.asarray(expert(obs), dtype=np.float32)
         states.append(np.asarray(obs, dtype=np.float32))
         actions.append(action)
-        executed = np.clip(action + rng.normal(0.0, action_noise, action.shape), low, high) if action_noise else action
-        obs, reward, terminated, truncated, info = env.step(executed.astype(np.float32))
+        obs, reward, terminated, truncated, info = env.step(np.asarray(execute(obs, action), dtype=np.float32))
         rewards.append(float(reward))
         successes.append(bool(info.get("success", False)))
         if success_step is None and successes[-1]:
@@ -383,6 +465,9 @@ def _collect_json(cfg: CollectConfig, result: CollectResult, log: dict, specs: d
         "cameras": list(cfg.cameras),
         "image_size": cfg.image_size if cfg.cameras else None,
         "episodes_per_task": cfg.episodes,
+        "driver": cfg.driver,
+        "driven_episodes_per_task": cfg.driven_episodes,
+        "driver_steps": cfg.driver_steps if cfg.driver else None,
         "frames": result.frames,
         "seconds": round(result.seconds, 3),
         "versions": {pkg: version(pkg) for pkg in ("lerobot", "metaworld", "mujoco")},
@@ -394,6 +479,7 @@ def _collect_json(cfg: CollectConfig, result: CollectResult, log: dict, specs: d
                 "seeds": entry["seeds"],
                 "failed_seeds": entry["failed_seeds"],
                 "episodes": entry["episodes"],
+                "driven_seeds": entry["driven_seeds"],
             }
             for task, entry in log.items()
         },
