@@ -23,6 +23,11 @@ the privileged 39-D state (object and goal positions) moves to ``observation.env
 kept for analysis and for the expert, not as a policy input. Images are LeRobot ``image`` features
 (PNG inside the parquet files) by default, or ``video`` features with ``--video`` (docs/vision.md
 compares both).
+
+DAgger (``--driver POLICY --driven-episodes N``): after the expert's demos, N more episodes per task
+from the same seeds in which a trained policy acts (re-planning every ``--driver-steps``) and the
+expert's action at each visited state is recorded. They are kept whether or not they succeed, and
+``meta/collect.json`` marks them ``"driven": true``. (docs/results.md: one round did not help here.)
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from eval.envs import (
     make_env,
     proprio_state,
 )
+from training.threads import check_threads, cpu_threads
 
 __all__ = ["CollectConfig", "CollectResult", "DEFAULT_TASKS", "EpisodeRecord", "run_collect", "run_expert_episode"]
 
@@ -96,6 +102,8 @@ class CollectConfig:
     """Actions the driver executes from each chunk before it re-plans (eval's --n-action-steps)."""
     driven_horizon: int = 150
     """Steps of a driven episode, unless it ends steps_after_success after a success (eval's --horizon)."""
+    threads: int | None = 1
+    """Torch CPU threads for the --driver policy (None = torch's default), as in eval."""
     repo_id: str = "local/metaworld_demos"
     """Repo id written into the dataset (used by LeRobotDataset(repo_id, root=out) and push)."""
     cameras: tuple[str, ...] = ()
@@ -192,7 +200,7 @@ def run_collect(cfg: CollectConfig) -> CollectResult:
     with atomic_directory(cfg.out, kind="collect", overwrite=cfg.overwrite) as tmp:
         dataset = _create_dataset(cfg, tmp, fps, obs_dim, act_dim)
         try:
-            with SuppressProgressBars():
+            with SuppressProgressBars(), cpu_threads(cfg.threads):
                 log = _collect_tasks(cfg, dataset, specs, horizon)
         finally:
             dataset.finalize()  # close LeRobot's writers now, so nothing writes into tmp after cleanup
@@ -212,6 +220,7 @@ def run_collect(cfg: CollectConfig) -> CollectResult:
 
 
 def _check_driver(cfg: CollectConfig) -> None:
+    check_threads(cfg.threads)
     if cfg.driven_episodes < 0 or cfg.driver_steps < 1 or cfg.driven_horizon < 1:
         raise ValueError(f"driven_episodes must be >= 0, driver_steps and driven_horizon >= 1; got "
                          f"{cfg.driven_episodes}, {cfg.driver_steps}, {cfg.driven_horizon}")

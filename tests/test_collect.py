@@ -157,6 +157,10 @@ def test_all_failures_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     ({"action_noise": -0.1}, "action_noise must be a finite std >= 0"),
     ({"action_noise": float("nan")}, "action_noise must be a finite std >= 0"),
     ({"env": "mw"}, "unknown env family 'mw'"),
+    ({"driven_episodes": 2}, "--driver and --driven-episodes go together"),
+    ({"driver": "runs/x"}, "--driver and --driven-episodes go together"),
+    ({"driver": "runs/x", "driven_episodes": 1, "driver_steps": 0}, "driver_steps and driven_horizon >= 1"),
+    ({"driver": "runs/x", "driven_episodes": 1, "cameras": ("corner2",)}, "state-based collection only"),
     ({"repo_id": "demos"}, "owner/name"),
 ])
 def test_config_errors(kwargs: dict, match: str, tmp_path: Path) -> None:
@@ -186,3 +190,58 @@ def test_action_noise_perturbs_the_path_and_records_the_experts_clean_actions() 
     np.testing.assert_array_equal(noisy.states, again.states)  # seeded by the episode seed
     for state, action in zip(noisy.states, noisy.actions):
         np.testing.assert_allclose(action, expert(state), atol=1e-6)  # states are recorded as float32
+
+
+class _Still:
+    """A driver that never moves the hand (a stalled policy), counting its calls."""
+
+    chunk_size, action_dim = 10, 4
+
+    def __init__(self, value: float = 0.0) -> None:
+        self.calls, self.value, self.texts = 0, value, set()
+
+    def predict_action_chunk(self, batch: dict) -> np.ndarray:
+        self.calls += 1
+        assert batch["observation.state"].shape == (1, 39)
+        self.texts.update(batch["task"])
+        return np.full((1, self.chunk_size, self.action_dim), self.value)
+
+
+def test_a_driven_episode_follows_the_driver_and_records_the_experts_labels() -> None:
+    """DAgger: the driver's chunks move the robot (here: not at all), the expert's actions are recorded."""
+    from eval.envs import expert_policy, make_env
+
+    env, expert = make_env("metaworld", "reach-v3", seed=3), expert_policy("metaworld", "reach-v3")
+    driver = _Still()
+    record = collect.run_driven_episode(env, expert, driver, "reach the goal", 3, horizon=23, steps_after_success=0,
+                                        driver_steps=5)
+    assert len(record.actions) == 23 and not record.success  # a stalled driver never reaches the goal
+    assert driver.calls == 5 and driver.texts == {"reach the goal"}  # re-planned at steps 0, 5, 10, 15, 20
+    assert np.abs(record.states[:, :3] - record.states[0, :3]).max() < 0.02  # the hand stayed put
+    for state, action in zip(record.states, record.actions):
+        np.testing.assert_allclose(action, expert(state), atol=1e-6)
+    assert np.abs(record.actions[:, :3]).max() > 0.1  # where the expert would have moved
+    with pytest.raises(ValueError, match="non-finite action"):
+        collect.run_driven_episode(env, expert, _Still(float("nan")), "reach the goal", 3, 5, 0, 5)
+
+
+def test_driven_episodes_are_kept_after_the_experts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Failed driven episodes are kept (they are the point), numbered after the expert's, seeds reused."""
+    import eval.policies
+
+    from eval.envs import env_spec
+
+    driver = _Still()
+    monkeypatch.setattr(eval.policies, "load_policy", lambda spec, env="metaworld": driver)
+    out = tmp_path / "dagger"
+    result = run_collect(CollectConfig(tasks=("reach-v3",), episodes=2, driver="a-policy", driven_episodes=2,
+                                       driven_horizon=12, out=out, progress=False))
+    meta = json.loads((out / "meta" / "collect.json").read_text())
+    entry = meta["tasks"]["reach-v3"]
+    assert meta["driver"] == "a-policy" and entry["seeds"] == [0, 1] and entry["driven_seeds"] == [0, 1]
+    assert driver.texts == {env_spec("metaworld", "reach-v3").description}  # the instruction training sees
+    assert [e["episode_index"] for e in entry["episodes"]] == [0, 1, 2, 3]
+    assert [e.get("driven", False) for e in entry["episodes"]] == [False, False, True, True]
+    assert [e["success_step"] for e in entry["episodes"][2:]] == [None, None]
+    df = _frames(out)
+    assert (df.groupby("episode_index").size()[[2, 3]] == 12).all() and len(df) == result.frames
