@@ -37,7 +37,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -354,7 +354,7 @@ def run_driven_episode(env: Any, expert: Any, driver: Any, text: str, seed: int,
 
 
 def _labelled_episode(env: Any, expert: Any, seed: int, horizon: int, steps_after_success: int,
-                      execute: Any, camera: Any = None) -> EpisodeRecord:
+                      execute: Callable[[np.ndarray, np.ndarray], np.ndarray], camera: Any = None) -> EpisodeRecord:
     """From ``reset(seed=seed)``: record each state and the expert's action there, step with
     ``execute(state, expert_action)``; stop ``steps_after_success`` steps after success or at ``horizon``."""
     obs, _ = env.reset(seed=seed)

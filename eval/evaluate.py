@@ -60,7 +60,7 @@ __all__ = [
 
 DEFAULT_TASKS = ("reach-v3", "push-v3", "button-press-v3", "drawer-close-v3")
 # Fields of every policy entry (and of each per_task entry) in results.json.
-ENTRY_FIELDS = ("success_rate", "success_ci", "mean_return", "regret", "malformed", "latency_s_per_chunk", "tokens_per_chunk")
+ENTRY_FIELDS = ("success_rate", "success_ci", "mean_return", "regret", "regret_ci", "malformed", "latency_s_per_chunk", "tokens_per_chunk")
 
 
 @dataclass
@@ -357,6 +357,14 @@ def percent_ci(entry: dict[str, Any]) -> str:
     return f"{100 * entry['success_rate']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
+def regret_cell(entry: dict[str, Any]) -> str:
+    """``87.5 [60.1, 114.9]``: mean paired regret and its 95% interval; "-" without an expert."""
+    if entry.get("regret") is None:
+        return "-"
+    ci = entry.get("regret_ci")
+    return f"{entry['regret']:.1f}" + ("" if ci is None else f" [{ci[0]:.1f}, {ci[1]:.1f}]")
+
+
 def paraphrased_cell(entry: dict[str, Any]) -> str:
     """Report cell for an entry's paraphrased success: 'x% [lo, hi]', 'n/a' or '-' (not measured)."""
     p = entry.get("paraphrased")
@@ -373,14 +381,14 @@ def results_markdown(results: dict[str, Any]) -> str:
         return "-" if x is None else format(x, fmt)
 
     lines = [
-        "| policy | success (95% CI) | mean return | regret | malformed | latency / chunk (ms) | tokens / chunk | control Hz |",
+        "| policy | success (95% CI) | mean return | regret (95% CI) | malformed | latency / chunk (ms) | tokens / chunk | control Hz |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, e in policies.items():
         lo, hi = e["success_ci"]
         lat = None if e.get("latency_s_per_chunk") is None else 1000 * e["latency_s_per_chunk"]
         lines.append(
-            f"| {name} | {e['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] | {e['mean_return']:.1f} | {num(e.get('regret'), '.1f')} "
+            f"| {name} | {e['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] | {e['mean_return']:.1f} | {regret_cell(e)} "
             f"| {e['malformed']} | {num(lat, '.2f')} | {num(e.get('tokens_per_chunk'), '.1f')} | {num(e.get('control_hz'), '.0f')} |"
         )
     measured = {name: e for name, e in policies.items() if "paraphrased" in e}
@@ -474,7 +482,6 @@ def run_eval(cfg: EvalConfig, pool: EnvPool | None = None, expert: PolicyEvaluat
 
 def _run_eval(cfg: EvalConfig, pool: EnvPool | None, expert: PolicyEvaluation | None) -> dict[str, Any]:
     from eval.envs import env_spec
-
 
     start = time.perf_counter()
     policy = load_policy(cfg.policy, cfg.env)

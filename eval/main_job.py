@@ -470,11 +470,11 @@ def _machine() -> dict[str, Any]:
 
 
 COLUMNS = ("policy", "tokens/chunk", "recon MAE (raw)", "held-out token acc", "success (95% CI)",
-           "unseen instructions (95% CI)", "regret", "latency s/chunk")
+           "unseen instructions (95% CI)", "regret (95% CI)", "latency s/chunk")
 
 
 def _row(name: str, e: dict[str, Any]) -> list[str]:
-    from eval.evaluate import paraphrased_cell, percent_ci
+    from eval.evaluate import paraphrased_cell, percent_ci, regret_cell
 
     off = e.get("offline", {})
     tpc = e.get("tokens_per_chunk") or off.get("tokens_per_chunk_mean")
@@ -485,7 +485,7 @@ def _row(name: str, e: dict[str, Any]) -> list[str]:
         "-" if off.get("heldout_token_accuracy") is None else f"{100 * off['heldout_token_accuracy']:.1f}%",
         percent_ci(e),
         paraphrased_cell(e),
-        "-" if e.get("regret") is None else f"{e['regret']:.1f}",
+        regret_cell(e),
         "-" if e.get("latency_s_per_chunk") is None else f"{e['latency_s_per_chunk']:.3f}",
     ]
 

@@ -19,7 +19,7 @@ import numpy as np
 if TYPE_CHECKING:
     from eval.rollout import EpisodeRecord
 
-__all__ = ["regret", "regret_vs_horizon", "success_interval", "summarize", "summarize_group"]
+__all__ = ["regret", "regret_interval", "regret_vs_horizon", "success_interval", "summarize", "summarize_group"]
 
 # Number of points kept for the regret-vs-horizon curve (the plot needs a shape, not every step).
 _CURVE_POINTS = 25
@@ -53,12 +53,34 @@ def _paired(episodes: Sequence[EpisodeRecord], expert: Sequence[EpisodeRecord]) 
     return [(e, index[(e.task, e.seed)]) for e in episodes]
 
 
-def regret(episodes: Sequence[EpisodeRecord], expert: Sequence[EpisodeRecord]) -> float:
-    """Mean over episodes of (expert return - policy return) on the same task and seed."""
+def _gaps(episodes: Sequence[EpisodeRecord], expert: Sequence[EpisodeRecord]) -> np.ndarray:
+    """Per episode, expert return - policy return on the same task and seed."""
     pairs = _paired(episodes, expert)
     if not pairs:
         raise ValueError("regret of zero episodes is undefined")
-    return float(np.mean([x.episode_return - e.episode_return for e, x in pairs]))
+    return np.array([x.episode_return - e.episode_return for e, x in pairs], dtype=np.float64)
+
+
+def regret(episodes: Sequence[EpisodeRecord], expert: Sequence[EpisodeRecord]) -> float:
+    """Mean over episodes of (expert return - policy return) on the same task and seed."""
+    return float(_gaps(episodes, expert).mean())
+
+
+def regret_interval(episodes: Sequence[EpisodeRecord], expert: Sequence[EpisodeRecord],
+                    confidence: float = 0.95) -> tuple[float, float] | None:
+    """Student-t interval for the mean paired regret (scipy's ``ttest_1samp``); None below two episodes.
+
+    Paired by seed, so the interval reflects how the policy's episodes vary against the expert's on
+    the same initial states, not the spread of returns across layouts."""
+    from scipy.stats import ttest_1samp
+
+    gaps = _gaps(episodes, expert)
+    if len(gaps) < 2:
+        return None
+    if np.ptp(gaps) == 0:  # every episode the same gap (e.g. the expert against itself): no spread
+        return float(gaps[0]), float(gaps[0])
+    ci = ttest_1samp(gaps, 0.0).confidence_interval(confidence)
+    return float(ci.low), float(ci.high)
 
 
 def _cumulative(rewards: Sequence[float], horizon: int) -> np.ndarray:
@@ -99,6 +121,7 @@ def summarize_group(episodes: Sequence[EpisodeRecord], expert: Sequence[EpisodeR
         "success_ci": list(success_interval(k, n)),
         "mean_return": float(np.mean([e.episode_return for e in episodes])),
         "regret": None if expert is None else regret(episodes, expert),
+        "regret_ci": None if expert is None else _as_list(regret_interval(episodes, expert)),
         "mean_length": float(np.mean([e.length for e in episodes])),
         "malformed": int(sum(e.malformed for e in episodes)),
         "nonfinite_actions": int(sum(e.nonfinite_actions for e in episodes)),
@@ -110,6 +133,10 @@ def summarize_group(episodes: Sequence[EpisodeRecord], expert: Sequence[EpisodeR
         "tokens_per_chunk": float(np.mean(tokens)) if tokens else None,
         "seconds_per_episode": float(np.mean([e.wall_s for e in episodes])),
     }
+
+
+def _as_list(ci: tuple[float, float] | None) -> list[float] | None:
+    return None if ci is None else list(ci)
 
 
 def summarize(episodes: Sequence[EpisodeRecord], expert: Sequence[EpisodeRecord] | None = None) -> dict:

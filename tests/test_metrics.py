@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eval.metrics import regret, regret_vs_horizon, success_interval, summarize
+from eval.metrics import regret, regret_interval, regret_vs_horizon, success_interval, summarize
 from eval.rollout import EpisodeRecord
 
 
@@ -55,6 +55,31 @@ def test_regret_pairs_by_task_and_seed() -> None:
     policy = [_ep("a", 0, 4.0), _ep("a", 1, 20.0), _ep("b", 0, 1.0)]
     assert regret(policy, expert) == pytest.approx((6 + 0 + 6) / 3)
     assert regret(expert, expert) == 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(gaps=st.lists(st.floats(-50, 50, allow_nan=False), min_size=2, max_size=30))
+def test_regret_interval_is_the_t_interval_of_the_paired_gaps(gaps: list[float]) -> None:
+    """Paired by seed; checked against the textbook mean +- t * s / sqrt(n)."""
+    from scipy.stats import t
+
+    expert = [_ep("a", i, 100.0) for i in range(len(gaps))]
+    policy = [_ep("a", i, 100.0 - g) for i, g in enumerate(gaps)]
+    lo, hi = regret_interval(policy, expert)
+    n, mean = len(gaps), sum(gaps) / len(gaps)
+    sd = math.sqrt(sum((g - mean) ** 2 for g in gaps) / (n - 1))
+    half = t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    assert lo <= regret(policy, expert) + 1e-9 and regret(policy, expert) <= hi + 1e-9
+    assert lo == pytest.approx(mean - half, abs=1e-6) and hi == pytest.approx(mean + half, abs=1e-6)
+
+
+def test_regret_interval_edge_cases() -> None:
+    expert = [_ep("a", 0, 5.0), _ep("a", 1, 7.0)]
+    assert regret_interval(expert, expert) == (0.0, 0.0)  # the expert against itself: no spread
+    assert regret_interval(expert[:1], expert) is None  # one episode: no interval
+    out = summarize([_ep("a", 0, 1.0), _ep("a", 1, 4.0)], expert)  # gaps 4 and 3
+    assert out["regret_ci"][0] < out["regret"] < out["regret_ci"][1]
+    assert summarize([_ep("a", 0, 1.0)])["regret_ci"] is None  # without an expert
 
 
 def test_regret_needs_expert_on_same_seeds() -> None:

@@ -2,8 +2,9 @@
 
 Why: on a few shared cores, torch's default (one intra-op thread per core) oversubscribes them as
 soon as a second process runs beside it, and its threads then spin against each other
-(docs/measurements.md). Training, open-loop and closed-loop evaluation and the regression
-baseline each take a ``threads`` setting and run inside :func:`cpu_threads`.
+(docs/measurements.md). Training, open-loop and closed-loop evaluation, the regression baseline
+and DAgger collection (its driver policy) each take a ``threads`` setting and run inside
+:func:`cpu_threads`.
 """
 
 from __future__ import annotations
