@@ -25,9 +25,10 @@ kept for analysis and for the expert, not as a policy input. Images are LeRobot 
 compares both).
 
 DAgger (``--driver POLICY --driven-episodes N``): after the expert's demos, N more episodes per task
-from the same seeds in which a trained policy acts (re-planning every ``--driver-steps``) and the
-expert's action at each visited state is recorded. They are kept whether or not they succeed, and
-``meta/collect.json`` marks them ``"driven": true``. (docs/results.md: one round did not help here.)
+from the same seeds in which a trained policy acts first (re-planning every ``--driver-steps``) for
+a seeded random number of steps, then the expert takes over; what the expert does from the state the
+policy left is recorded (``run_driven_episode`` says why), whether or not it succeeds, and
+``meta/collect.json`` gives each such episode its ``driven_steps``.
 """
 
 from __future__ import annotations
@@ -92,16 +93,16 @@ class CollectConfig:
     action_noise: float = 0.0
     """DART noise injection: std of Gaussian noise added to the expert's action before it is executed (clipped to the action bounds); the clean expert action is what is recorded, so the demos show how the expert corrects small deviations a learned policy will make (0: none)."""
     driver: str | None = None
-    """DAgger: a trained policy (a directory or Hub id) that drives --driven-episodes more episodes per
-    task after the expert's. It executes the first --driver-steps actions of each chunk it plans; the
-    expert's action at every state it visits is what is recorded. Driven episodes are kept whether or
-    not they succeed: their states are where the policy goes wrong, labelled with how to recover."""
+    """DAgger: a trained policy (a directory or Hub id) that starts --driven-episodes more episodes per
+    task after the expert's. It acts for a random number of steps (up to half of --driven-horizon,
+    seeded; the first --driver-steps actions of each chunk it plans, not recorded), then the expert
+    takes over and is recorded: demos that start where the policy goes, showing how to recover."""
     driven_episodes: int = 0
     """Episodes per task driven by --driver, from seeds seed, seed+1, ... (the expert demos' layouts)."""
     driver_steps: int = 5
     """Actions the driver executes from each chunk before it re-plans (eval's --n-action-steps)."""
     driven_horizon: int = 150
-    """Steps of a driven episode, unless it ends steps_after_success after a success (eval's --horizon)."""
+    """Steps the expert records after taking over, unless it ends steps_after_success after a success."""
     threads: int | None = 1
     """Torch CPU threads for the --driver policy (None = torch's default), as in eval."""
     repo_id: str = "local/metaworld_demos"
@@ -168,6 +169,7 @@ class EpisodeRecord:
     successes: np.ndarray  # (t,) bool, info["success"] after each step
     success_step: int | None  # index of the first successful step, None if it never succeeded
     images: dict[str, np.ndarray] | None = None  # camera -> (t, size, size, 3) uint8, before each action
+    driven_steps: int | None = None  # DAgger: steps a policy drove before the expert took over (not recorded)
 
     @property
     def success(self) -> bool:
@@ -263,7 +265,7 @@ def _collect_task(
     driver: Any = None,
 ) -> dict[str, Any]:
     """Run seeds ``cfg.seed, cfg.seed + 1, ...`` until ``cfg.episodes`` successes; save each success.
-    Then, with a driver, its ``cfg.driven_episodes`` (kept whether or not they succeed)."""
+    Then, with a driver, its ``cfg.driven_episodes`` (kept whether or not the expert succeeds from there)."""
     entry: dict[str, Any] = {"seeds": [], "failed_seeds": [], "episodes": [], "frames": 0, "driven_seeds": []}
     attempts = cfg.episodes * MAX_ATTEMPTS_FACTOR
     env = make_env(cfg.env, task, seed=cfg.seed)
@@ -284,7 +286,7 @@ def _collect_task(
             expert = expert_policy(cfg.env, task)
             record = run_driven_episode(env, expert, driver, text, seed, cfg.driven_horizon, cfg.steps_after_success,
                                         cfg.driver_steps)
-            _keep(dataset, record, text, cfg.env, entry, first_index, bar, driven=True)
+            _keep(dataset, record, text, cfg.env, entry, first_index, bar)
             entry["driven_seeds"].append(seed)
     finally:
         if camera is not None:
@@ -305,12 +307,12 @@ def _collect_task(
 
 
 def _keep(dataset: Any, record: EpisodeRecord, text: str, family: str, entry: dict[str, Any], first_index: int,
-          bar: Any, driven: bool = False) -> None:
+          bar: Any) -> None:
     """Save one episode and log it in ``entry`` (its index, seed, length, first success, who drove it)."""
     _save_episode(dataset, record, text, family)
     entry["episodes"].append({"episode_index": first_index + len(entry["episodes"]), "seed": record.seed,
                               "length": len(record.actions), "success_step": record.success_step,
-                              **({"driven": True} if driven else {})})
+                              **({} if record.driven_steps is None else {"driven_steps": record.driven_steps})})
     entry["frames"] += len(record.actions)
     bar.update(1)
 
@@ -335,12 +337,20 @@ def run_expert_episode(
 
 def run_driven_episode(env: Any, expert: Any, driver: Any, text: str, seed: int, horizon: int,
                        steps_after_success: int, driver_steps: int) -> EpisodeRecord:
-    """DAgger: ``driver`` acts (its chunks' first ``driver_steps`` actions, re-planning in between)
-    while the expert labels every visited state; a non-finite driver action is refused."""
-    low, high = env.action_space.low, env.action_space.high
-    plan: list[np.ndarray] = []
+    """DAgger for chunked policies: ``driver`` acts from ``reset(seed=seed)`` for a seeded random number
+    of steps in ``[0, horizon // 2]`` (its chunks' first ``driver_steps`` actions, re-planning in
+    between; not recorded), then the expert takes over and its episode from there is recorded.
 
-    def execute(obs: np.ndarray, label: np.ndarray) -> np.ndarray:
+    Why a takeover rather than labelling the driver's own path: a chunk label is the expert's next
+    ``h`` actions, and along a path the driver keeps steering those are not the chunk the expert would
+    execute from the chunk's first state; after the takeover every recorded chunk is one. The states
+    the episode starts from are the driver's (where it stalls or drifts). A non-finite driver action
+    is refused."""
+    takeover = int(np.random.default_rng(seed).integers(0, horizon // 2 + 1))
+    low, high = env.action_space.low, env.action_space.high
+    obs, _ = env.reset(seed=seed)
+    plan: list[np.ndarray] = []
+    for _ in range(takeover):
         if not plan:
             chunk = np.asarray(driver.predict_action_chunk(
                 {"observation.state": np.asarray(obs, dtype=np.float64)[None], "task": [text]}))
@@ -348,16 +358,21 @@ def run_driven_episode(env: Any, expert: Any, driver: Any, text: str, seed: int,
         action = np.asarray(plan.pop(0), dtype=np.float64)
         if not np.isfinite(action).all():
             raise ValueError(f"the driver returned a non-finite action {action.tolist()} (seed {seed})")
-        return np.clip(action, low, high)
-
-    return _labelled_episode(env, expert, seed, horizon, steps_after_success, execute)
+        obs, _, terminated, truncated, _ = env.step(np.clip(action, low, high).astype(np.float32))
+        if terminated or truncated:
+            break
+    record = _labelled_episode(env, expert, seed, horizon, steps_after_success, lambda _, label: label, obs=obs)
+    record.driven_steps = takeover
+    return record
 
 
 def _labelled_episode(env: Any, expert: Any, seed: int, horizon: int, steps_after_success: int,
-                      execute: Callable[[np.ndarray, np.ndarray], np.ndarray], camera: Any = None) -> EpisodeRecord:
-    """From ``reset(seed=seed)``: record each state and the expert's action there, step with
-    ``execute(state, expert_action)``; stop ``steps_after_success`` steps after success or at ``horizon``."""
-    obs, _ = env.reset(seed=seed)
+                      execute: Callable[[np.ndarray, np.ndarray], np.ndarray], camera: Any = None,
+                      obs: np.ndarray | None = None) -> EpisodeRecord:
+    """From ``obs`` (default: ``reset(seed=seed)``): record each state and the expert's action there, step
+    with ``execute(state, expert_action)``; stop ``steps_after_success`` steps after success or after ``horizon``."""
+    if obs is None:
+        obs, _ = env.reset(seed=seed)
     states, actions, rewards, successes = [], [], [], []
     frames: list[dict[str, np.ndarray]] = []
     success_step = None

@@ -207,26 +207,29 @@ class _Still:
         return np.full((1, self.chunk_size, self.action_dim), self.value)
 
 
-def test_a_driven_episode_follows_the_driver_and_records_the_experts_labels() -> None:
-    """DAgger: the driver's chunks move the robot (here: not at all), the expert's actions are recorded."""
+def test_a_driven_episode_hands_over_to_the_expert_and_records_only_the_expert() -> None:
+    """DAgger with a takeover: the driver (here: stalled) acts unrecorded, then the expert's own episode
+    from that state is recorded, so every recorded chunk is one the expert executes."""
     from eval.envs import expert_policy, make_env
 
     env, expert = make_env("metaworld", "reach-v3", seed=3), expert_policy("metaworld", "reach-v3")
-    driver = _Still()
-    record = collect.run_driven_episode(env, expert, driver, "reach the goal", 3, horizon=23, steps_after_success=0,
-                                        driver_steps=5)
-    assert len(record.actions) == 23 and not record.success  # a stalled driver never reaches the goal
-    assert driver.calls == 5 and driver.texts == {"reach the goal"}  # re-planned at steps 0, 5, 10, 15, 20
-    assert np.abs(record.states[:, :3] - record.states[0, :3]).max() < 0.02  # the hand stayed put
+    seed = next(s for s in range(100) if np.random.default_rng(s).integers(0, 60 // 2 + 1) >= 11)
+    takeover = int(np.random.default_rng(seed).integers(0, 60 // 2 + 1))
+    driver = _Still(0.5)  # pushes the hand away from where the expert would take it
+    record = collect.run_driven_episode(env, expert, driver, "reach the goal", seed, horizon=60,
+                                        steps_after_success=0, driver_steps=5)
+    assert record.driven_steps == takeover and driver.calls == -(-takeover // 5)  # re-planned every 5 steps
+    assert driver.texts == {"reach the goal"}
+    reset = make_env("metaworld", "reach-v3", seed=seed).reset(seed=seed)[0]
+    assert np.abs(record.states[0, :3] - reset[:3]).max() > 0.02  # recording starts where the driver left the hand
     for state, action in zip(record.states, record.actions):
         np.testing.assert_allclose(action, expert(state), atol=1e-6)
-    assert np.abs(record.actions[:, :3]).max() > 0.1  # where the expert would have moved
     with pytest.raises(ValueError, match="non-finite action"):
-        collect.run_driven_episode(env, expert, _Still(float("nan")), "reach the goal", 3, 5, 0, 5)
+        collect.run_driven_episode(env, expert, _Still(float("nan")), "reach the goal", seed, 60, 0, 5)
 
 
 def test_driven_episodes_are_kept_after_the_experts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Failed driven episodes are kept (they are the point), numbered after the expert's, seeds reused."""
+    """Driven episodes follow the expert's, numbered on, seeds reused, kept even when the expert does not finish."""
     import eval.policies
 
     from eval.envs import env_spec
@@ -241,7 +244,8 @@ def test_driven_episodes_are_kept_after_the_experts(monkeypatch: pytest.MonkeyPa
     assert meta["driver"] == "a-policy" and entry["seeds"] == [0, 1] and entry["driven_seeds"] == [0, 1]
     assert driver.texts == {env_spec("metaworld", "reach-v3").description}  # the instruction training sees
     assert [e["episode_index"] for e in entry["episodes"]] == [0, 1, 2, 3]
-    assert [e.get("driven", False) for e in entry["episodes"]] == [False, False, True, True]
-    assert [e["success_step"] for e in entry["episodes"][2:]] == [None, None]
+    takeovers = [int(np.random.default_rng(s).integers(0, 12 // 2 + 1)) for s in (0, 1)]
+    assert [e.get("driven_steps") for e in entry["episodes"]] == [None, None, *takeovers]
+    assert [e["success_step"] for e in entry["episodes"][2:]] == [None, None]  # 12 steps are too few to reach
     df = _frames(out)
     assert (df.groupby("episode_index").size()[[2, 3]] == 12).all() and len(df) == result.frames
