@@ -260,6 +260,39 @@ class VQTokenizer(ActionTokenizer):
                 out.append(self.model.decode(latent).cpu().numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros((0, self.chunk_size, self.action_dim))
 
+    def decode_expected(self, probs: np.ndarray) -> np.ndarray:
+        """Distributions over the ids (n, groups * levels, vocab_size), e.g. an LM's softmax -> raw
+        (n, h, d) chunks decoded from each group's *expected* latent: at each position, the code
+        vectors of its level weighted by their probability, summed over levels.
+
+        Why: a code id is a class, so the argmax readout jumps between code vectors where the LM
+        hesitates; the latent space is continuous, so its expectation moves smoothly with the LM's
+        belief (the codebook counterpart of binning's expectation readout). Mass outside a position's
+        level range (impossible under constrained decoding) is ignored and the rest renormalized."""
+        import torch
+
+        self._require_fitted()
+        cfg, t, k = self.config, self.tokens_per_chunk, self.config.codes_per_level
+        p = np.asarray(probs, dtype=np.float64)
+        if p.ndim != 3 or p.shape[1:] != (t, self.vocab_size):
+            raise ValueError(f"probs must have shape (n, {t}, {self.vocab_size}), got {p.shape}")
+        if not np.isfinite(p).all() or (p < 0).any() or not np.allclose(p.sum(-1), 1.0, atol=1e-4):
+            raise ValueError("probs must be finite, non-negative distributions over the ids (rows summing to 1)")
+        n = len(p)
+        levels = np.arange(t) % cfg.levels  # group-major layout: position i holds level i % levels
+        local = np.stack([p[:, i, lv * k:(lv + 1) * k] for i, lv in enumerate(levels)], 1)  # (n, t, K)
+        mass = local.sum(-1, keepdims=True)
+        if (mass <= 0).any():
+            raise ValueError("a position has no probability on its level's codes")
+        local = (local / mass).reshape(n, cfg.groups, cfg.levels, k)
+        with torch.no_grad():
+            codes = torch.arange(k, device=cfg.device)[:, None, None].expand(k, 1, cfg.levels)
+            table = self.model.quantizer.decode_levels(codes)[:, 0].transpose(0, 1)  # (L, K, c)
+            w = torch.as_tensor(local, dtype=table.dtype, device=cfg.device)
+            latent = torch.einsum("nglk,lkc->ngc", w, table)
+            x = self.model.decode(latent).cpu().numpy().astype(np.float64)
+        return self.normalizer.unnormalize(x, inplace=True)
+
     def _centre_latent(self) -> "torch.Tensor":
         """(groups, c) quantized latent of the all-zero normalized chunk (the normalized centre)."""
         import torch

@@ -111,7 +111,7 @@ class EvalConfig:
     """Sampling temperature of an LM policy's action tokens (0 = greedy; default: the policy's saved setting).
     Sampling is seeded from --seed, so a rerun is identical. Refused for policies that do not sample."""
     readout: str | None = None
-    """How an LM policy reads chunks from its ids: argmax or expectation (ordered bins only); default: the policy's saved setting."""
+    """How an LM policy reads chunks from its ids: argmax, expectation (binning and VQ) or mean; default: the policy's saved setting."""
     ensemble_decay: float | None = None
     """Temporal ensembling (ACT): execute the exp(-K*i)-weighted mean (i=0 the oldest) of every overlapping
     chunk's prediction for the current step; the policy is still called every --n-action-steps. Default: off."""

@@ -49,7 +49,7 @@ def test_bad_distributions_are_refused() -> None:
 
 def test_readout_checks_name_the_fix() -> None:
     fast = FASTTokenizer()
-    with pytest.raises(ValueError, match="ordered bins"):
+    with pytest.raises(ValueError, match="continuous meaning"):
         check_readout("expectation", fast)
     with pytest.raises(ValueError, match="temperature 0"):
         check_readout("expectation", fitted_binning(), temperature=0.5)

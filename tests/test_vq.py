@@ -290,3 +290,38 @@ def test_default_config_on_real_so101_data(so101_root):
     assert min(tok.metrics["codebook_usage"]) > 0.9
     held_out_var = np.var(tok.normalizer.normalize(x), axis=0).mean()
     assert tok.metrics["held_out_mse"] < 0.1 * held_out_var
+
+
+# ---------------------------------------------------------------------- expectation readout
+def test_expectation_of_one_hot_decodes_the_ids_and_of_two_codes_their_latent_midpoint(fitted, data):
+    """One-hot distributions give the argmax decode; a 50/50 split decodes the midpoint of the two
+    latents (what the LM's hesitation between two codes reads out as)."""
+    ids = fitted.encode_array(fitted.normalizer.normalize(data[:6]))
+    one_hot = np.eye(fitted.vocab_size)[ids]
+    np.testing.assert_allclose(fitted.decode_expected(one_hot), fitted.decode(ids.tolist()), atol=1e-5)
+    half = one_hot[:1].copy()
+    k, first = fitted.config.codes_per_level, ids[0, 0]
+    other = (first + 1) % k  # level 0 of group 0: another code of the same level
+    half[0, 0, first], half[0, 0, other] = 0.5, 0.5
+    with torch.no_grad():
+        codes = torch.as_tensor((ids[:1] - fitted.level_offsets()[None, :]).reshape(1, fitted.config.groups, -1))
+        latent = fitted.model.quantizer.decode_levels(codes).sum(-2)
+        swapped = codes.clone()
+        swapped[0, 0, 0] = other
+        mid = 0.5 * (latent + fitted.model.quantizer.decode_levels(swapped).sum(-2))
+        want = fitted.normalizer.unnormalize(fitted.model.decode(mid).numpy().astype(np.float64))
+    np.testing.assert_allclose(fitted.decode_expected(half), want, atol=1e-5)
+
+
+def test_expectation_refuses_bad_distributions(fitted):
+    t, v = fitted.tokens_per_chunk, fitted.vocab_size
+    with pytest.raises(ValueError, match="shape"):
+        fitted.decode_expected(np.full((1, t + 1, v), 1 / v))
+    bad = np.full((1, t, v), 1 / v)
+    bad[0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="finite"):
+        fitted.decode_expected(bad)
+    wrong_level = np.zeros((1, t, v))
+    wrong_level[0, :, -1] = 1.0  # every position's mass on the last level's code: level 0 positions get none
+    with pytest.raises(ValueError, match="no probability on its level"):
+        fitted.decode_expected(wrong_level)

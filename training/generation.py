@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 __all__ = ["ActionOnlyLogits", "DecodingPlan", "Generated", "MEAN_SAMPLES", "READOUTS", "check_readout", "generate_action_ids", "read_chunks", "sample_mean"]
 
 READOUTS = ("argmax", "expectation", "mean")
-"""How a chunk is read from the LM: argmax (decode the greedy ids), expectation (the mean of the bin
-centres under each position's softmax; tokenizers with ordered bins, ``decode_expected``) or mean
+"""How a chunk is read from the LM: argmax (decode the greedy ids), expectation (each position's softmax
+averaged in a continuous space: binning's bin centres, VQ's code vectors; tokenizers with
+``decode_expected``) or mean
 (the mean of ``MEAN_SAMPLES`` chunks decoded from sequences sampled from the LM: any tokenizer)."""
 MEAN_SAMPLES = 16
 """Sequences sampled per chunk by the mean readout (a Monte Carlo estimate of the LM's mean chunk)."""
@@ -47,7 +48,8 @@ def check_readout(readout: str, tok: "ActionTokenizer", temperature: float = 0.0
     if readout not in READOUTS:
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
     if readout == "expectation" and not hasattr(tok, "decode_expected"):
-        raise ValueError(f"the expectation readout needs ordered bins (binning); {tok.family} ids are not: use argmax")
+        raise ValueError(f"the expectation readout needs ids with a continuous meaning (binning's bins, VQ's codes); "
+                         f"{tok.family} ids have none: use argmax or mean")
     if readout == "expectation" and temperature > 0:
         raise ValueError("the expectation readout averages the greedy pass's distributions: use temperature 0, or readout argmax to sample")
     if readout == "mean" and temperature > 0:

@@ -100,7 +100,7 @@ class TrainConfig(DataSelection):
     bin_smoothing: float | None = None
     """Binning tokenizers: target each action token with a discrete Gaussian over the neighbouring bins, this std in bins (0 = plain cross-entropy; None = the family's default: DEFAULT_BIN_SMOOTHING for ordered bins, 0 otherwise; docs/results.md's factor study)."""
     readout: str | None = None
-    """How the policy reads a chunk from its ids: argmax (decode the generated ids) or expectation (ordered bins: the mean of the bin centres under each position's softmax); None = the family's default (READOUT_DEFAULTS, else argmax). Saved with the policy; ``TokenizedPolicy.readout`` and ``eval --readout`` change it later."""
+    """How the policy reads a chunk from its ids: argmax (decode the generated ids) or expectation (binning: the mean of the bin centres under each position's softmax; VQ: the decode of the expected code vectors); None = the family's default (READOUT_DEFAULTS, else argmax). Saved with the policy; ``TokenizedPolicy.readout`` and ``eval --readout`` change it later."""
     action_softmax: bool = False
     """Normalize the training softmax over the action tokens and the end marker only, what constrained decoding can emit: a pretrained LM's text head (tens of thousands of rows) is then neither computed nor trained down, which speeds its steps and starts its loss at log(actions) rather than log(vocabulary)."""
     eval_chunks: int = 64
