@@ -90,6 +90,32 @@ def test_config_validation_names_the_bad_value(tmp_path: Path) -> None:
         TrainConfig(dataset=tmp_path, tokenizer=tmp_path, out=tmp_path, hidden_size=30, n_heads=4)
     with pytest.raises(ValueError, match="'tail' needs a pretrained --model"):
         TrainConfig(dataset=tmp_path, tokenizer=tmp_path, out=tmp_path, vocab_strategy="tail")
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="state_noise must be a finite number >= 0"):
+            TrainConfig(dataset=tmp_path, tokenizer=tmp_path, out=tmp_path, state_noise=bad)
+
+
+def test_state_noise_is_in_standard_deviations_and_a_function_of_the_seed() -> None:
+    import torch
+
+    from training.observation import StateProjection
+    from training.train import add_state_noise
+
+    enc = StateProjection(state_dim=3, embed_dim=4)
+    enc.std.copy_(torch.tensor([1.0, 100.0, 0.01]))
+    clean = torch.zeros(20000, 3)
+
+    def noisy(seed: list[int]) -> torch.Tensor:
+        obs = {"observation.state": clean.clone()}
+        add_state_noise(obs, "observation.state", enc, 0.5, seed)
+        return obs["observation.state"]
+
+    a = noisy([0, 7, 0])
+    np.testing.assert_allclose(a.std(0).numpy(), [0.5, 50.0, 0.005], rtol=0.05)  # noise x each dimension's std
+    assert torch.equal(a, noisy([0, 7, 0]))  # the same (seed, step, process): the same draw (exact resume)
+    assert not torch.allclose(a, noisy([0, 8, 0])) and not torch.allclose(a, noisy([0, 7, 1]))
+    with pytest.raises(ValueError, match="standardizes the state"):
+        add_state_noise({"observation.state": clean}, "observation.state", torch.nn.Identity(), 0.5, [0])
 
 
 def test_tokenizer_dataset_mismatch_fails_before_training(so101_root: Path, tmp_path: Path) -> None:
@@ -166,8 +192,10 @@ def _lm_weights(out: Path) -> dict[str, np.ndarray]:
     return load_file(str(out / "lm" / "model.safetensors"))
 
 
-def test_resume_continues_exactly(so101_root: Path, so101_tok: Path, tmp_path: Path) -> None:
-    common = dict(dataset=so101_root, tokenizer=so101_tok, max_steps=4, checkpoint_every=2, eval_fraction=0.0, **TINY)
+@pytest.mark.parametrize("state_noise", [0.0, 0.5])
+def test_resume_continues_exactly(state_noise: float, so101_root: Path, so101_tok: Path, tmp_path: Path) -> None:
+    common = dict(dataset=so101_root, tokenizer=so101_tok, max_steps=4, checkpoint_every=2, eval_fraction=0.0,
+                  state_noise=state_noise, **TINY)
     straight = run_train(TrainConfig(out=tmp_path / "straight", **common))
     first = run_train(TrainConfig(out=tmp_path / "resumed", stop_after=2, **common))
     assert first.steps == 2 and not (tmp_path / "resumed" / "policy_config.json").exists()
@@ -178,6 +206,9 @@ def test_resume_continues_exactly(so101_root: Path, so101_tok: Path, tmp_path: P
     resumed = run_train(TrainConfig(out=tmp_path / "resumed", resume=True, **common))
     assert resumed.steps == 4
     assert resumed.metrics["loss_curve"] == straight.metrics["loss_curve"]
+    if state_noise:  # the noise reaches the model: the same run without it takes other steps
+        clean = run_train(TrainConfig(out=tmp_path / "clean", **{**common, "state_noise": 0.0}))
+        assert clean.metrics["loss_curve"][1:] != straight.metrics["loss_curve"][1:]
     a, b = _lm_weights(tmp_path / "straight"), _lm_weights(tmp_path / "resumed")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     # nothing pickled anywhere in the output

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from training.generation import DecodingPlan
     from training.model import BaseLM, PolicyModel
     from training.sequences import Examples
+    from training.observation import ObservationEncoder
     from training.vocab import ActionVocab
 
 CONFIG_FILE = "train_config.json"
@@ -52,7 +53,7 @@ DEFAULT_BIN_SMOOTHING = 1.0
 READOUT_DEFAULTS: dict[str, str] = {"binning": "expectation"}
 """Families whose default readout is not argmax: ordered bins read out as the expectation of their
 centres (with the Gaussian bin targets, the HL-Gauss recipe; docs/results.md's factor study)."""
-ADDED_LATER = {"bin_smoothing": 0.0, "readout": "argmax"}
+ADDED_LATER = {"bin_smoothing": 0.0, "readout": "argmax", "state_noise": 0.0}
 """Fields newer than some saved runs, with the value those runs trained with (for ``--resume``)."""
 MAX_SMOOTHED_BINS = 8192
 """Bin smoothing keeps one dense (bins x bins) target table on the device; more bins would not fit."""
@@ -97,6 +98,8 @@ class TrainConfig(DataSelection):
     """Linear warm-up steps, then cosine decay to 10% of lr."""
     grad_clip: float = 1.0
     """Gradient norm clip (0 = off)."""
+    state_noise: float = 0.0
+    """Std of Gaussian noise added to each training state, in units of the state's standard deviation (the encoder's standardization); the labels stay the expert's (0 = off). Training with input noise is a smoothness regularizer (Bishop 1995): nearby states are pushed towards the same chunk."""
     bin_smoothing: float | None = None
     """Binning tokenizers: target each action token with a discrete Gaussian over the neighbouring bins, this std in bins (0 = plain cross-entropy; None = the family's default: DEFAULT_BIN_SMOOTHING for ordered bins, 0 otherwise; docs/results.md's factor study)."""
     readout: str | None = None
@@ -163,6 +166,8 @@ class TrainConfig(DataSelection):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if self.bin_smoothing is not None and not (self.bin_smoothing >= 0 and math.isfinite(self.bin_smoothing)):
             raise ValueError(f"bin_smoothing must be a finite number >= 0 (std in bins), got {self.bin_smoothing}")
+        if not (self.state_noise >= 0 and math.isfinite(self.state_noise)):
+            raise ValueError(f"state_noise must be a finite number >= 0 (standard deviations), got {self.state_noise}")
         if self.model is None and self.vocab_strategy == "tail":
             raise ValueError("vocab_strategy 'tail' needs a pretrained --model; the default model is built with 'add'")
         if self.model is None:
@@ -477,6 +482,29 @@ def to_device(batch: dict[str, Any], device: "torch.device") -> dict[str, Any]:
     return {k: to_device(v, device) if isinstance(v, dict) else v.to(device) for k, v in batch.items()}
 
 
+def add_state_noise(obs: dict[str, "torch.Tensor"], state_key: str, encoder: "ObservationEncoder", noise: float,
+                    seed: list[int]) -> None:
+    """``obs[state_key] += noise * std * N(0, 1)`` in place, ``std`` the encoder's per-dimension
+    standardization (so ``noise`` is in standard deviations whatever the state's units). ``seed``
+    (run seed, step, process) fixes the draw, so a resumed run adds the noise it would have added."""
+    import torch
+
+    std = state_std(encoder)
+    s = obs[state_key]
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))
+    eps = torch.randn(s.shape, generator=gen, dtype=torch.float32).to(s.device, s.dtype)
+    obs[state_key] = s + noise * std.to(s.device, s.dtype) * eps
+
+
+def state_std(encoder: "ObservationEncoder") -> "torch.Tensor":
+    """The per-dimension std the encoder standardizes ``observation.state`` with (state noise's unit)."""
+    inner = getattr(encoder, "state", None) or encoder  # the image encoder holds a StateProjection for its state
+    std = getattr(inner, "std", None)
+    if std is None:
+        raise ValueError(f"--state-noise needs an encoder that standardizes the state; {getattr(encoder, "name", type(encoder).__name__)!r} has none")
+    return std
+
+
 def train_step(model: "PolicyModel", batch: dict[str, Any], optimizer, scheduler, accelerator, cfg: TrainConfig,
                vocab: "ActionVocab", smoothing: BinSmoothing | None = None) -> float:
     logits = model(batch["input_ids"], batch["attention_mask"], batch["obs_start"], batch["obs"])
@@ -662,6 +690,9 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
         idx = batch_indices(state.step, train_rows, cfg.batch_size, cfg.seed, accelerator.process_index,
                             accelerator.num_processes)
         batch = to_device(with_images(collate(ex, idx, pad_id, cfg.state_key), chunks, idx), accelerator.device)
+        if cfg.state_noise:
+            add_state_noise(batch["obs"], cfg.state_key, raw_model.obs, cfg.state_noise,
+                            seed=[cfg.seed, state.step, accelerator.process_index])
         loss = train_step(model, batch, optimizer, scheduler, accelerator, cfg, base.vocab, smoothing)
         state.step += 1
         state.train_seconds += time.perf_counter() - t0
