@@ -140,7 +140,12 @@ def presets() -> dict[str, RunConfig]:
     """The named run sizes, as ``RunConfig`` values (built on first use: the stage configs check task names)."""
     if not _PRESETS:
         four = ("reach-v3", "push-v3", "button-press-v3", "drawer-close-v3")
-        default = dict(tasks=four, collect=CollectConfig(episodes=50), train=TrainConfig(max_steps=1500),
+        # 200 demos per task, 3000 steps of 64 (each chunk seen about as often as 50 demos at 1500 x 32):
+        # what closed the gap to regression on reach and push (docs/results.md's factor study). Two
+        # torch threads: the run's stages go one at a time, so training may use both cores of the
+        # 2-core reference machine.
+        default = dict(tasks=four, collect=CollectConfig(episodes=200),
+                       train=TrainConfig(max_steps=3000, batch_size=64, threads=2),
                        regression=RegressionConfig(steps=3000),
                        eval=EvalConfig(episodes=10, n_envs=10, n_action_steps=5, horizon=150, paraphrased=True))
         built = {
@@ -155,8 +160,8 @@ def presets() -> dict[str, RunConfig]:
                                                                                   horizon=150, paraphrased=True)}),
             "large": RunConfig(preset="default", tasks=("reach-v3", "push-v3", "pick-place-v3", "button-press-v3",
                                                         "drawer-close-v3", "door-open-v3"),
-                               collect=CollectConfig(episodes=100),
-                               train=TrainConfig(max_steps=4000, hidden_size=256, n_layers=6),
+                               collect=CollectConfig(episodes=200),  # steps scaled with the tasks from the default's
+                               train=TrainConfig(max_steps=4500, batch_size=64, hidden_size=256, n_layers=6),
                                regression=RegressionConfig(steps=6000),
                                eval=EvalConfig(episodes=50, n_envs=25, n_action_steps=5, horizon=150, paraphrased=True)),
             # SmolLM2-135M fine-tuned offline beside the default LM, FAST only (its short sequences keep a
