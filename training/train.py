@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from action_tokenizers.split import EpisodeSplit
     from training.generation import DecodingPlan
     from training.model import BaseLM, PolicyModel
-    from training.sequences import Examples
     from training.observation import ObservationEncoder
+    from training.sequences import Examples
     from training.vocab import ActionVocab
 
 CONFIG_FILE = "train_config.json"
@@ -498,10 +498,11 @@ def add_state_noise(obs: dict[str, "torch.Tensor"], state_key: str, encoder: "Ob
 
 def state_std(encoder: "ObservationEncoder") -> "torch.Tensor":
     """The per-dimension std the encoder standardizes ``observation.state`` with (state noise's unit)."""
-    inner = getattr(encoder, "state", None) or encoder  # the image encoder holds a StateProjection for its state
-    std = getattr(inner, "std", None)
+    inner = getattr(encoder, "state", None)  # the image encoder holds a StateProjection for its state
+    std = getattr(encoder if inner is None else inner, "std", None)
     if std is None:
-        raise ValueError(f"--state-noise needs an encoder that standardizes the state; {getattr(encoder, "name", type(encoder).__name__)!r} has none")
+        name = getattr(encoder, "name", type(encoder).__name__)
+        raise ValueError(f"--state-noise needs an encoder that standardizes the state; {name!r} has none")
     return std
 
 
@@ -680,6 +681,8 @@ def _run_train(cfg: TrainConfig, folder: OutputFolder | None = None) -> TrainRes
     state.num_processes = accelerator.num_processes
     n_params = count_parameters(raw_model)
 
+    if cfg.state_noise:
+        state_std(raw_model.obs)  # an encoder without a standardized state fails here, before any step
     # -- the loop
     stop = min(cfg.max_steps, cfg.stop_after or cfg.max_steps)
     bar = tqdm(total=cfg.max_steps, initial=state.step, desc=f"train {tok.family}",
