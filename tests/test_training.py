@@ -259,3 +259,28 @@ def test_train_then_generate_on_metaworld(family: str, metaworld_root: Path, tmp
         assert (cfg.out / name).is_file(), name
     card = (cfg.out / "README.md").read_text()
     assert "begin-of-action marker" in card and f"LM id {policy.vocab.eoa_id}" in card
+
+
+def test_the_default_presets_training_recipe_trains_and_generates(so101_root: Path, so101_tok: Path, tmp_path: Path) -> None:
+    """The main job's default training config as shipped (batch, two threads, the family's loss and
+    readout), shrunk to a tiny model and two steps: it trains, leaves torch's threads as it found
+    them, and the saved policy generates finite chunks."""
+    import dataclasses
+
+    import torch
+
+    from eval.main_job import presets
+    from training import TokenizedPolicy
+
+    shipped = presets()["default"].train
+    assert shipped.batch_size == 64 and shipped.threads == 2 and shipped.max_steps == 3000
+    cfg = dataclasses.replace(shipped, dataset=so101_root, tokenizer=so101_tok, out=tmp_path / "out", max_steps=2,
+                              hidden_size=16, n_layers=1, n_heads=2, warmup_steps=1, eval_chunks=2, progress=False)
+    before = torch.get_num_threads()
+    result = run_train(cfg)
+    assert torch.get_num_threads() == before and result.steps == 2 and result.malformed == 0
+    policy = TokenizedPolicy.from_pretrained(tmp_path / "out", device="cpu")
+    assert policy.readout == "expectation"  # binning's default readout
+    states = np.random.default_rng(0).normal(size=(3, 6))
+    chunks = policy.predict_action_chunk({"observation.state": states, "task": ["pick"] * 3})
+    assert chunks.shape == (3, policy.action_tokenizer.chunk_size, 6) and np.isfinite(chunks).all()
