@@ -340,6 +340,17 @@ class ActionTokenizer(ABC):
             raise ValueError(f"chunks contain NaN or inf (first at index {tuple(int(i) for i in bad)}): clean the actions first")
         return x
 
+    def _check_distributions(self, probs: np.ndarray, positions: int) -> np.ndarray:
+        """``decode_expected``'s input as float64 (n, positions, vocab_size): finite, non-negative rows
+        summing to 1 (an LM's softmax over the ids at each position), else a ``ValueError``."""
+        self._require_fitted()
+        p = np.asarray(probs, dtype=np.float64)
+        if p.ndim != 3 or p.shape[1:] != (positions, self.vocab_size):
+            raise ValueError(f"probs must have shape (n, {positions}, {self.vocab_size}), got {p.shape}")
+        if not np.isfinite(p).all() or (p < 0).any() or not np.allclose(p.sum(-1), 1.0, atol=1e-4):
+            raise ValueError("probs must be finite, non-negative distributions over the ids (rows summing to 1)")
+        return p
+
     def _check_tokens(self, tokens: TokenIds) -> tuple[TokenBatch, np.ndarray]:
         """Ids clamped to ``[-1, vocab_size]`` in a :class:`TokenBatch`, and out-of-range counts per sequence."""
         return check_token_ids(tokens, self.vocab_size)

@@ -123,13 +123,8 @@ class BinningTokenizer(ActionTokenizer):
         each value is the expectation of the bin centres. Bins are ordered, so the mean of a spread
         distribution lies between its likely bins, where the most likely bin's centre can sit on a
         neighbour (a classifier read out like a regressor, as in HL-Gauss)."""
-        self._require_fitted()
-        p = np.asarray(probs, dtype=np.float64)
         h, d = self.chunk_size, self.action_dim
-        if p.ndim != 3 or p.shape[1:] != (h * d, self.vocab_size):
-            raise ValueError(f"probs must have shape (n, {h * d}, {self.vocab_size}), got {p.shape}")
-        if not np.isfinite(p).all() or (p < 0).any() or not np.allclose(p.sum(-1), 1.0, atol=1e-4):
-            raise ValueError("probs must be finite, non-negative distributions over the ids (rows summing to 1)")
+        p = self._check_distributions(probs, h * d)
         centres = self.centers_[:, np.clip(np.arange(self.vocab_size), 0, self.centers_.shape[1] - 1)]  # (d, n_bins)
         x = np.einsum("nhdk,dk->nhd", p.reshape(len(p), h, d, -1), centres)
         return self.normalizer.unnormalize(x, inplace=True)

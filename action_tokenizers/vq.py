@@ -271,13 +271,8 @@ class VQTokenizer(ActionTokenizer):
         level range (impossible under constrained decoding) is ignored and the rest renormalized."""
         import torch
 
-        self._require_fitted()
         cfg, t, k = self.config, self.tokens_per_chunk, self.config.codes_per_level
-        p = np.asarray(probs, dtype=np.float64)
-        if p.ndim != 3 or p.shape[1:] != (t, self.vocab_size):
-            raise ValueError(f"probs must have shape (n, {t}, {self.vocab_size}), got {p.shape}")
-        if not np.isfinite(p).all() or (p < 0).any() or not np.allclose(p.sum(-1), 1.0, atol=1e-4):
-            raise ValueError("probs must be finite, non-negative distributions over the ids (rows summing to 1)")
+        p = self._check_distributions(probs, t)
         n = len(p)
         levels = np.arange(t) % cfg.levels  # group-major layout: position i holds level i % levels
         local = np.stack([p[:, i, lv * k:(lv + 1) * k] for i, lv in enumerate(levels)], 1)  # (n, t, K)
